@@ -1,0 +1,339 @@
+//! Build settings from `hoist.toml` and from flags, merged (flags win) and resolved into a
+//! [`BuildSpec`](super::BuildSpec).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::build::BuildSpec;
+use crate::config::{parse_key_value, parse_port, ConfigEdits};
+use crate::error::{Error, Result};
+use crate::layer::LayerSpec;
+use crate::reference::{ImageRef, LayoutRef};
+
+/// Build settings before validation, from a file or from flags.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// `--base`.
+    pub base: Option<String>,
+    /// `--platform`.
+    pub platform: Option<String>,
+    /// `--output`.
+    pub output: Option<String>,
+    /// `--compression`.
+    pub compression: Option<String>,
+    /// `--layer`, in order.
+    pub layers: Vec<LayerSpec>,
+    /// `--entrypoint`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `--cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// `--env`, in order.
+    pub env: Vec<(String, String)>,
+    /// `--workdir`.
+    pub workdir: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--label`.
+    pub labels: Vec<(String, String)>,
+    /// `--expose`.
+    pub expose: Vec<String>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+}
+
+/// A command given either as an array or as one string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Command {
+    List(Vec<String>),
+    One(String),
+}
+
+impl From<Command> for Vec<String> {
+    fn from(c: Command) -> Self {
+        match c {
+            Command::List(v) => v,
+            Command::One(s) => vec![s],
+        }
+    }
+}
+
+/// The `hoist.toml` format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildFile {
+    base: Option<String>,
+    platform: Option<String>,
+    output: Option<String>,
+    compression: Option<String>,
+    #[serde(default)]
+    layer: Vec<LayerSpec>,
+    entrypoint: Option<Command>,
+    cmd: Option<Command>,
+    #[serde(default)]
+    env: toml::Table,
+    workdir: Option<String>,
+    user: Option<String>,
+    #[serde(default)]
+    labels: toml::Table,
+    #[serde(default)]
+    expose: Vec<String>,
+    stop_signal: Option<String>,
+}
+
+fn table_pairs(path: &Path, what: &str, t: toml::Table) -> Result<Vec<(String, String)>> {
+    t.into_iter()
+        .map(|(k, v)| match v {
+            toml::Value::String(s) => Ok((k, s)),
+            toml::Value::Integer(i) => Ok((k, i.to_string())),
+            toml::Value::Boolean(b) => Ok((k, b.to_string())),
+            _ => Err(Error::BuildFile {
+                path: path.into(),
+                message: format!("{what}.{k}: values must be strings"),
+            }),
+        })
+        .collect()
+}
+
+/// Makes `oci:DIR…` and plain paths relative to `dir` (the build file's folder).
+fn rebase_ref(dir: &Path, value: String) -> String {
+    match value.strip_prefix("oci:") {
+        Some(rest) if !rest.starts_with('/') => format!("oci:{}", dir.join(rest).display()),
+        _ => value,
+    }
+}
+
+fn rebase_path(dir: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        dir.join(p)
+    }
+}
+
+impl Settings {
+    /// Reads a `hoist.toml`. Relative paths in it (layer sources, `oci:` base and output) are
+    /// taken from the file's own folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let file: BuildFile = toml::from_str(&text).map_err(|e| Error::BuildFile {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut layers = file.layer;
+        for l in &mut layers {
+            l.src = rebase_path(dir, std::mem::take(&mut l.src));
+            l.validate()?;
+        }
+        Ok(Settings {
+            base: file.base.map(|b| rebase_ref(dir, b)),
+            platform: file.platform,
+            output: file.output.map(|o| rebase_ref(dir, o)),
+            compression: file.compression,
+            layers,
+            entrypoint: file.entrypoint.map(Into::into),
+            cmd: file.cmd.map(Into::into),
+            env: table_pairs(path, "env", file.env)?,
+            workdir: file.workdir,
+            user: file.user,
+            labels: table_pairs(path, "labels", file.labels)?,
+            expose: file.expose,
+            stop_signal: file.stop_signal,
+        })
+    }
+
+    /// Parses `K=V` flag values into `env` / `labels`.
+    pub fn push_env(&mut self, value: &str) -> Result<()> {
+        self.env.push(parse_key_value("--env", value)?);
+        Ok(())
+    }
+
+    /// Parses a `K=V` label flag.
+    pub fn push_label(&mut self, value: &str) -> Result<()> {
+        self.labels.push(parse_key_value("--label", value)?);
+        Ok(())
+    }
+
+    /// Lays `flags` over these settings: single values replace, layers are appended after the
+    /// file's, env and labels are applied after the file's (so a flag wins for the same key).
+    pub fn overlay(mut self, flags: Settings) -> Settings {
+        fn pick<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        pick(&mut self.base, flags.base);
+        pick(&mut self.platform, flags.platform);
+        pick(&mut self.output, flags.output);
+        pick(&mut self.compression, flags.compression);
+        pick(&mut self.entrypoint, flags.entrypoint);
+        pick(&mut self.cmd, flags.cmd);
+        pick(&mut self.workdir, flags.workdir);
+        pick(&mut self.user, flags.user);
+        pick(&mut self.stop_signal, flags.stop_signal);
+        self.layers.extend(flags.layers);
+        self.env.extend(flags.env);
+        self.labels.extend(flags.labels);
+        self.expose.extend(flags.expose);
+        self
+    }
+
+    /// Validates everything and produces the build to run. `epoch` is the timestamp to use.
+    pub fn resolve(self, epoch: u64) -> Result<BuildSpec> {
+        let missing = |what: &'static str| Error::InvalidValue {
+            what,
+            value: String::new(),
+            reason: "is required (as a flag or in the build file)",
+        };
+        let base = ImageRef::parse(&self.base.ok_or_else(|| missing("--base"))?)?;
+        let output = self.output.ok_or_else(|| missing("--output"))?;
+        let output = match output.strip_prefix("oci:") {
+            Some(rest) => LayoutRef::parse(rest)?,
+            None => {
+                return Err(Error::InvalidValue {
+                    what: "--output",
+                    value: output,
+                    reason: "expected oci:DIR[:TAG]",
+                })
+            }
+        };
+        let platform = self.platform.map(|p| p.parse()).transpose()?;
+        let compression = self
+            .compression
+            .map(|c| c.parse())
+            .transpose()?
+            .unwrap_or_default();
+        let expose = self
+            .expose
+            .iter()
+            .map(|p| parse_port(p))
+            .collect::<Result<Vec<_>>>()?;
+        for (k, _) in &self.labels {
+            if k.is_empty() {
+                return Err(Error::InvalidValue {
+                    what: "label",
+                    value: k.clone(),
+                    reason: "keys must not be empty",
+                });
+            }
+        }
+        Ok(BuildSpec {
+            base,
+            platform,
+            layers: self.layers,
+            edits: ConfigEdits {
+                entrypoint: self.entrypoint,
+                cmd: self.cmd,
+                env: self.env,
+                workdir: self.workdir,
+                user: self.user,
+                labels: self.labels,
+                expose,
+                stop_signal: self.stop_signal,
+            },
+            compression,
+            epoch,
+            output,
+        })
+    }
+}
+
+/// The build timestamp: `SOURCE_DATE_EPOCH` when set (it must be a whole number), else 0.
+pub fn epoch_from_env() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| Error::InvalidValue {
+            what: "SOURCE_DATE_EPOCH",
+            value: v,
+            reason: "must be a whole number of seconds",
+        }),
+        _ => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoist.toml");
+        std::fs::write(
+            &path,
+            r#"
+base = "oci:base:1"
+output = "oci:out:dev"
+entrypoint = ["/app/app"]
+cmd = "serve"
+expose = ["8000"]
+[env]
+A = "1"
+B = "2"
+[labels]
+"org.example.k" = "v"
+[[layer]]
+src = "dist/app"
+dest = "/app"
+owner = "1000:1000"
+"#,
+        )
+        .unwrap();
+        let file = Settings::from_file(&path).unwrap();
+        assert_eq!(
+            file.base.as_deref(),
+            Some(format!("oci:{}", dir.path().join("base:1").display()).as_str())
+        );
+        assert_eq!(file.layers[0].src, dir.path().join("dist/app"));
+        assert_eq!(file.cmd, Some(vec!["serve".to_string()]));
+        let mut flags = Settings {
+            output: Some("oci:/tmp/o:x".into()),
+            ..Default::default()
+        };
+        flags.push_env("A=9").unwrap();
+        let spec = file.overlay(flags).resolve(5).unwrap();
+        assert_eq!(spec.output.tag.as_deref(), Some("x"));
+        assert_eq!(
+            spec.edits.env,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "2".into()),
+                ("A".into(), "9".into())
+            ]
+        );
+        assert_eq!(spec.edits.expose, vec!["8000/tcp".to_string()]);
+        assert_eq!(spec.layers[0].owner.map(|o| o.uid), Some(1000));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoist.toml");
+        std::fs::write(&path, "bsae = \"scratch\"\n").unwrap();
+        assert!(matches!(
+            Settings::from_file(&path),
+            Err(Error::BuildFile { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_output_is_an_error() {
+        let s = Settings {
+            base: Some("scratch".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.resolve(0),
+            Err(Error::InvalidValue {
+                what: "--output",
+                ..
+            })
+        ));
+    }
+}

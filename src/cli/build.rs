@@ -1,0 +1,114 @@
+//! `hoist build`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use hoist::build::{self, file::epoch_from_env, file::Settings};
+use hoist::config::parse_command;
+use hoist::layer::LayerSpec;
+
+/// Flags of `hoist build` (each overrides the build file).
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Build file (hoist.toml); flags override it.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Base image: scratch or oci:DIR[:TAG].
+    #[arg(long, value_name = "REF")]
+    base: Option<String>,
+    /// Platform to pick from a multi-platform base, os/arch[/variant].
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Add a layer: SRC:DEST[,owner=UID:GID][,strip=N][,parents=false][,extract=false] (repeatable).
+    #[arg(long = "layer", value_name = "SRC:DEST")]
+    layers: Vec<String>,
+    /// Set an environment variable, K=V ($VAR expands from the image env) (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Entrypoint: a JSON array of strings, or one string.
+    #[arg(long, value_name = "JSON")]
+    entrypoint: Option<String>,
+    /// Cmd: a JSON array of strings, or one string.
+    #[arg(long, value_name = "JSON")]
+    cmd: Option<String>,
+    /// Working directory.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User the container runs as.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Add a label, K=V (repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+    /// Expose a port, PORT[/PROTO] (repeatable).
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    expose: Vec<String>,
+    /// Signal that stops the container.
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or none.
+    #[arg(long, value_name = "ALGO")]
+    compression: Option<String>,
+    /// Where to write the image: oci:DIR[:TAG].
+    #[arg(long, value_name = "oci:DIR[:TAG]")]
+    output: Option<String>,
+}
+
+impl BuildArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let mut s = Settings {
+            base: self.base.clone(),
+            platform: self.platform.clone(),
+            output: self.output.clone(),
+            compression: self.compression.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            stop_signal: self.stop_signal.clone(),
+            expose: self.expose.clone(),
+            entrypoint: self
+                .entrypoint
+                .as_deref()
+                .map(|v| parse_command("--entrypoint", v))
+                .transpose()?,
+            cmd: self
+                .cmd
+                .as_deref()
+                .map(|v| parse_command("--cmd", v))
+                .transpose()?,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerSpec::parse(l))
+                .collect::<Result<_, _>>()?,
+            ..Default::default()
+        };
+        for e in &self.env {
+            s.push_env(e)?;
+        }
+        for l in &self.labels {
+            s.push_label(l)?;
+        }
+        Ok(s)
+    }
+}
+
+/// Runs `hoist build`.
+pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
+    let flags = args.settings()?;
+    let settings = match &args.file {
+        Some(path) => Settings::from_file(path)?.overlay(flags),
+        None => flags,
+    };
+    let spec = settings.resolve(epoch_from_env()?)?;
+    let mut progress = |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let built =
+        build::build(&spec, &mut progress).with_context(|| format!("building {}", spec.output))?;
+    writeln!(std::io::stdout(), "{}", built.reference)?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Command-line front end: flags (raw values) are turned into library settings, run, and the
+//! result printed on stdout; progress and errors go to stderr.
+
+mod build;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// hoist builds OCI container images from directories and tarballs, without a daemon.
+#[derive(Parser, Debug)]
+#[command(name = "hoist", version, about, long_about = None)]
+pub struct Cli {
+    /// Print no progress on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a base, layers and config edits into an OCI image layout.
+    Build(build::BuildArgs),
+    /// Show the manifest, config and layers of an image in an OCI image layout.
+    Inspect(inspect::InspectArgs),
+}
+
+impl Cli {
+    /// Parses the process arguments.
+    pub fn try_parse_args() -> Result<Self, clap::Error> {
+        Cli::try_parse()
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Build(args) => build::run(args, quiet),
+        Command::Inspect(args) => inspect::run(args),
+    }
+}
+
+/// True when the error is a closed stdout (e.g. piped into `head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,183 @@
+//! The library's one error type: every variant names the file, path, entry or digest involved.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading inputs or writing images.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation on a named path failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("reading", "creating", …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A layer source path does not exist.
+    #[error("layer source {0} does not exist")]
+    MissingSource(PathBuf),
+    /// A layer source is neither a directory, a regular file nor a tarball.
+    #[error("layer source {path} is not a directory, a regular file or a tarball ({kind})")]
+    UnsupportedSource {
+        /// The source path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A file inside a directory source has a type a layer cannot carry (socket, device, fifo).
+    #[error("{path}: {kind} files cannot be put in a layer")]
+    UnsupportedFileType {
+        /// The offending file.
+        path: PathBuf,
+        /// Its type.
+        kind: &'static str,
+    },
+    /// A tarball entry would land outside the layer's destination or is otherwise unsafe.
+    #[error("tarball {archive}: entry {entry:?} refused: {reason}")]
+    UnsafeEntry {
+        /// The tarball.
+        archive: PathBuf,
+        /// The entry name as stored in the archive.
+        entry: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A tarball could not be read.
+    #[error("tarball {archive}: {message}")]
+    BadArchive {
+        /// The tarball.
+        archive: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value given by the user does not parse.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidValue {
+        /// The kind of value ("--env", "platform", …).
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What a valid one looks like.
+        reason: &'static str,
+    },
+    /// A JSON document (manifest, config, index) does not parse.
+    #[error("{what} {location}: {source}")]
+    BadJson {
+        /// Which document.
+        what: &'static str,
+        /// Where it came from (file or digest).
+        location: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A directory is not a usable OCI image layout.
+    #[error("{path} is not an OCI image layout: {reason}")]
+    NotALayout {
+        /// The layout directory.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A tag is not present in a layout.
+    #[error("tag {tag:?} not found in OCI layout {path} (tags there: {available})")]
+    TagNotFound {
+        /// The layout directory.
+        path: PathBuf,
+        /// The tag asked for.
+        tag: String,
+        /// The tags that exist, comma-separated.
+        available: String,
+    },
+    /// No manifest in an index matches the requested platform.
+    #[error("{location}: no manifest for platform {platform} (available: {available})")]
+    PlatformNotFound {
+        /// The index location.
+        location: String,
+        /// The requested platform.
+        platform: String,
+        /// The platforms that exist.
+        available: String,
+    },
+    /// A layout holds several images and none was named.
+    #[error("OCI layout {path} holds {count} images: name one with :TAG")]
+    AmbiguousImage {
+        /// The layout directory.
+        path: PathBuf,
+        /// How many there are.
+        count: usize,
+    },
+    /// Bytes read do not hash to the digest that names them.
+    #[error("blob {expected} at {location}: content has digest {found} ({size} bytes)")]
+    DigestMismatch {
+        /// Where the blob was read.
+        location: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        found: String,
+        /// How many bytes were read.
+        size: u64,
+    },
+    /// A digest string is malformed or uses an unsupported algorithm.
+    #[error("invalid digest {0:?}: expected sha256:<64 hex digits>")]
+    InvalidDigest(String),
+    /// A media type hoist does not know how to handle.
+    #[error("{location}: unsupported media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// Where it was found.
+        location: String,
+        /// The media type.
+        media_type: String,
+    },
+    /// A document exceeds the size hoist accepts for it.
+    #[error("{location}: {what} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Which document.
+        what: &'static str,
+        /// Where it came from.
+        location: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// A build file (hoist.toml) is invalid.
+    #[error("build file {path}: {message}")]
+    BuildFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Attaches a path and action to I/O results.
+pub(crate) trait IoContext<T> {
+    /// Converts an I/O error into [`Error::Io`] naming `path`.
+    fn at(self, action: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

@@ -1,0 +1,310 @@
+//! The one streaming pass that turns a [`LayerPlan`] into a blob: tar → sha256 (diff_id) →
+//! compressor → sha256 (digest) + byte count → temp file in the blob directory → rename.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::archive::ArchiveReader;
+use crate::layer::entry::{Content, Entry, EntryKind};
+use crate::layer::plan::LayerPlan;
+use crate::media;
+
+/// How a layer's tar stream is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at a level from 1 to 9 (default 6).
+    Gzip(u32),
+    /// zstd at a level from 1 to 19 (default 3).
+    Zstd(i32),
+    /// No compression.
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip(6)
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidValue {
+            what: "compression",
+            value: s.into(),
+            reason: "expected gzip, gzip:LEVEL (1-9), zstd, zstd:LEVEL (1-19) or none",
+        };
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l.parse::<i32>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        match (name, level) {
+            ("gzip", None) => Ok(Compression::Gzip(6)),
+            ("gzip", Some(l @ 1..=9)) => Ok(Compression::Gzip(l as u32)),
+            ("zstd", None) => Ok(Compression::Zstd(3)),
+            ("zstd", Some(l @ 1..=19)) => Ok(Compression::Zstd(l)),
+            ("none", None) => Ok(Compression::None),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Compression::Gzip(_) => media::OCI_LAYER_GZIP,
+            Compression::Zstd(_) => media::OCI_LAYER_ZSTD,
+            Compression::None => media::OCI_LAYER_TAR,
+        }
+    }
+}
+
+/// Settings of the tar stream itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TarOptions {
+    /// Modification time written for every entry (`SOURCE_DATE_EPOCH`, else 0).
+    pub mtime: u64,
+}
+
+/// A layer written to a blob directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// sha256 of the compressed blob.
+    pub digest: Digest,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+    /// The layer media type.
+    pub media_type: &'static str,
+    /// Where the blob now lives.
+    pub path: PathBuf,
+}
+
+/// Writes the layer of `plan` into `blob_dir` (a layout's `blobs/sha256`), named by its digest.
+/// The blob appears whole or not at all.
+pub fn write_layer(
+    plan: &LayerPlan,
+    tar_opts: TarOptions,
+    compression: Compression,
+    blob_dir: &Path,
+) -> Result<LayerBlob> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-layer-")
+        .tempfile_in(blob_dir)
+        .at("creating a temp file in", blob_dir)?;
+    let file = tmp.as_file().try_clone().at("opening", tmp.path())?;
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let tar_sink = HashingWriter::new(
+        Encoder::new(compression, sink).at("starting compression for", tmp.path())?,
+    );
+    let mut builder = tar::Builder::new(tar_sink);
+    let mut archive = match &plan.archive {
+        Some(a) => Some(ArchiveReader::new(a, &plan.entries)?),
+        None => None,
+    };
+    for entry in &plan.entries {
+        append(&mut builder, entry, tar_opts, archive.as_mut(), plan)?;
+    }
+    let out_err = |e| Error::io("writing", tmp.path(), e);
+    let tar_sink = builder.into_inner().map_err(out_err)?;
+    let (encoder, diff_id, _) = tar_sink.finish();
+    let sink = encoder.finish().map_err(out_err)?;
+    let (buf, digest, size) = sink.finish();
+    buf.into_inner()
+        .map_err(|e| out_err(e.into_error()))?
+        .sync_all()
+        .map_err(out_err)?;
+    let path = blob_dir.join(digest.hex());
+    tmp.persist(&path)
+        .map_err(|e| Error::io("renaming into", &path, e.error))?;
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+        media_type: compression.media_type(),
+        path,
+    })
+}
+
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &Entry,
+    opts: TarOptions,
+    archive: Option<&mut ArchiveReader>,
+    plan: &LayerPlan,
+) -> Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(entry.mode);
+    header.set_uid(entry.owner.uid);
+    header.set_gid(entry.owner.gid);
+    header.set_mtime(opts.mtime);
+    header.set_size(0);
+    let path = entry.tar_path();
+    let out = |e: io::Error| Error::io("writing layer entry", PathBuf::from(&path), e);
+    match (&entry.kind, &entry.content) {
+        (EntryKind::Dir, _) => {
+            header.set_entry_type(tar::EntryType::Directory);
+            builder
+                .append_data(&mut header, &path, io::empty())
+                .map_err(out)
+        }
+        (EntryKind::Symlink(target), _) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            builder.append_link(&mut header, &path, target).map_err(out)
+        }
+        (EntryKind::Hardlink(target), _) => {
+            header.set_entry_type(tar::EntryType::Link);
+            builder.append_link(&mut header, &path, target).map_err(out)
+        }
+        (EntryKind::File { size }, Content::File(src)) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+            let file = File::open(src).at("opening", src)?;
+            let reader = ExactReader {
+                inner: file,
+                remaining: *size,
+                path: src.clone(),
+            };
+            builder
+                .append_data(&mut header, &path, reader)
+                .map_err(|e| Error::io("reading", src, e))
+        }
+        (EntryKind::File { size }, Content::Archive(offset)) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+            let src = plan.spec.src.clone();
+            let archive = archive.ok_or_else(|| Error::BadArchive {
+                archive: src.clone(),
+                message: "archive reader missing".into(),
+            })?;
+            let reader = archive.at(*offset, *size).at("reading", &src)?;
+            let reader = ExactReader {
+                inner: reader,
+                remaining: *size,
+                path: src.clone(),
+            };
+            builder
+                .append_data(&mut header, &path, reader)
+                .map_err(|e| Error::io("reading", &src, e))
+        }
+        (EntryKind::File { .. }, Content::None) => Err(Error::BadArchive {
+            archive: plan.spec.src.clone(),
+            message: format!("{path}: no content"),
+        }),
+    }
+}
+
+/// Yields exactly `remaining` bytes, failing if the source ends early or has grown: a file that
+/// changes while it is read must not produce a corrupt tar.
+struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+    path: PathBuf,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "{} grew while it was being read",
+                    self.path.display()
+                ))),
+            };
+        }
+        let cap = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..cap])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while it was being read", self.path.display()),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The compressor stage of the pipeline.
+enum Encoder<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Plain(W),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(c: Compression, w: W) -> io::Result<Self> {
+        Ok(match c {
+            Compression::Gzip(level) => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(w, flate2::Compression::new(level)),
+            ),
+            Compression::Zstd(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(w, level)?;
+                enc.include_checksum(true)?;
+                Encoder::Zstd(enc)
+            }
+            Compression::None => Encoder::Plain(w),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Plain(w) => w.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_table() {
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(6));
+        assert_eq!(
+            "gzip:1".parse::<Compression>().unwrap(),
+            Compression::Gzip(1)
+        );
+        assert_eq!(
+            "zstd:19".parse::<Compression>().unwrap(),
+            Compression::Zstd(19)
+        );
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        for bad in ["gzip:0", "gzip:10", "zstd:x", "lz4", "none:1"] {
+            assert!(
+                matches!(bad.parse::<Compression>(), Err(Error::InvalidValue { .. })),
+                "{bad}"
+            );
+        }
+    }
+}
