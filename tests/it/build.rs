@@ -1,0 +1,355 @@
+//! `hoist build` end to end: read back by umoci, skopeo and oci-image-tool; reproducibility;
+//! rootless builds; bad input.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+/// The issue's full build command, on generated inputs.
+fn full_build(dir: &Path, base: &Path, out: &str) -> Run {
+    let app = app_dir(dir);
+    let tarball = browser_tarball(dir);
+    hoist_run(&[
+        "build",
+        "--base",
+        &format!("oci:{}:latest", base.display()),
+        "--platform",
+        "linux/amd64",
+        "--layer",
+        &format!(
+            "{}:/openhands/action-execution-server,owner=1000:1000",
+            app.display()
+        ),
+        "--layer",
+        &format!("{}:/openhands/browser/ms-playwright", tarball.display()),
+        "--env",
+        "PLAYWRIGHT_BROWSERS_PATH=/openhands/browser/ms-playwright",
+        "--env",
+        "PATH=/openhands/bin:$PATH",
+        "--entrypoint",
+        r#"["/openhands/action-execution-server/action-execution-server"]"#,
+        "--cmd",
+        r#"["8000","--working-dir","/workspace"]"#,
+        "--workdir",
+        "/workspace",
+        "--user",
+        "root",
+        "--label",
+        "org.example.k=v",
+        "--expose",
+        "8000/tcp",
+        "--output",
+        out,
+    ])
+}
+
+#[test]
+fn build_is_read_back_by_umoci_skopeo_and_oci_image_tool() {
+    if !(have_tool("umoci") && have_tool("skopeo") && have_tool("oci-image-tool")) {
+        return;
+    }
+    let t = tempdir();
+    let base = umoci_base(t.path());
+    let out = t.path().join("out/runtime");
+    let stdout = full_build(t.path(), &base, &format!("oci:{}:dev", out.display())).ok();
+    assert!(
+        stdout.starts_with(&format!("oci:{}:dev@sha256:", out.display())),
+        "{stdout}"
+    );
+
+    // umoci: every file with content, mode, owner and link.
+    let rootfs = umoci_unpack(&out, "dev", &t.path().join("bundle"));
+    let srv = rootfs.join("openhands/action-execution-server");
+    let check = |rel: &str, mode: u32, uid: u32, content: Option<&[u8]>| {
+        let p = srv.join(rel);
+        let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(m.mode() & 0o7777, mode, "mode of {rel}");
+        if is_root() {
+            assert_eq!((m.uid(), m.gid()), (uid, uid), "owner of {rel}");
+        }
+        if let Some(c) = content {
+            assert_eq!(fs::read(&p).unwrap(), c, "content of {rel}");
+        }
+    };
+    check("", 0o755, 1000, None);
+    check("app", 0o755, 1000, Some(b"#!/bin/sh\necho app\n"));
+    check(
+        "_internal/lib/deep/data.txt",
+        0o644,
+        1000,
+        Some(b"deep data\n"),
+    );
+    check("_internal/secret.key", 0o600, 1000, Some(b"top secret\n"));
+    check("_internal/libfoo.so.1", 0o755, 1000, None);
+    assert_eq!(
+        fs::read_link(srv.join("_internal/libfoo.so")).unwrap(),
+        Path::new("libfoo.so.1")
+    );
+    let a = fs::metadata(srv.join("_internal/lib/deep/data.txt")).unwrap();
+    let b = fs::metadata(srv.join("_internal/data-hardlink.txt")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "hardlink kept as a hardlink");
+    let parent = fs::metadata(rootfs.join("openhands")).unwrap();
+    assert_eq!(parent.mode() & 0o7777, 0o755);
+    if is_root() {
+        assert_eq!(parent.uid(), 0, "parent directories are root's");
+    }
+    let pw = rootfs.join("openhands/browser/ms-playwright");
+    assert_eq!(
+        fs::read(pw.join("chrome-linux/chrome")).unwrap(),
+        b"\x7fELF chrome\n"
+    );
+    assert_eq!(
+        fs::metadata(pw.join("chrome-linux/chrome")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::read_link(pw.join("chrome-linux/libGLESv2.so")).unwrap(),
+        Path::new("swiftshader/libGLESv2.so")
+    );
+    assert_eq!(
+        fs::read(pw.join("chrome-linux/locales/en-US.pak")).unwrap(),
+        b"pak\n"
+    );
+    // The base's files are still there.
+    assert_eq!(
+        fs::read(rootfs.join("bin/marker")).unwrap(),
+        b"#!/bin/sh\necho base\n"
+    );
+
+    // skopeo: the config.
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        &format!("oci:{}:dev", out.display()),
+    ]))
+    .ok();
+    let cfg: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let c = &cfg["config"];
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/openhands/action-execution-server/action-execution-server"])
+    );
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["8000", "--working-dir", "/workspace"])
+    );
+    assert_eq!(c["WorkingDir"], "/workspace");
+    assert_eq!(c["User"], "root");
+    assert_eq!(c["Labels"]["org.example.k"], "v");
+    assert_eq!(c["ExposedPorts"]["8000/tcp"], serde_json::json!({}));
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"PLAYWRIGHT_BROWSERS_PATH=/openhands/browser/ms-playwright"),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&"PATH=/openhands/bin:/usr/bin:/bin"),
+        "PATH extended from the base: {env:?}"
+    );
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    let layer_history: Vec<_> = cfg["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .collect();
+    assert_eq!(layer_history.len(), 3, "one history entry per layer");
+    assert!(layer_history[2]["created_by"]
+        .as_str()
+        .unwrap()
+        .contains("chromium-linux.tar.gz"));
+    assert_eq!(cfg["created"], "1970-01-01T00:00:00Z");
+    let inspect: serde_json::Value = serde_json::from_str(
+        &run(Command::new("skopeo").args(["inspect", &format!("oci:{}:dev", out.display())])).ok(),
+    )
+    .unwrap();
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+
+    // oci-image-tool: the layout and the tagged image validate.
+    run(Command::new("oci-image-tool")
+        .args(["validate", "--type", "image", "--ref", "name=dev"])
+        .arg(&out))
+    .ok();
+
+    // Base layer blobs carried over byte for byte, annotations name the base.
+    let base_manifest = blob_json(
+        &base,
+        index_json(&base)["manifests"][0]["digest"]
+            .as_str()
+            .unwrap(),
+    );
+    let idx = index_json(&out);
+    let manifest = blob_json(&out, idx["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        base_manifest["layers"][0]["digest"]
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        index_json(&base)["manifests"][0]["digest"]
+    );
+    assert_eq!(
+        idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "dev"
+    );
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+}
+
+#[test]
+fn layers_are_read_by_python_tarfile_with_owners_and_links() {
+    if !have_tool("python3") {
+        return;
+    }
+    let t = tempdir();
+    let out = t.path().join("out");
+    let app = app_dir(t.path());
+    hoist_run(&[
+        "build",
+        "--base",
+        "scratch",
+        "--layer",
+        &format!("{}:/srv/app,owner=1000:1001", app.display()),
+        "--output",
+        &format!("oci:{}:x", out.display()),
+    ])
+    .ok();
+    let manifest = blob_json(
+        &out,
+        index_json(&out)["manifests"][0]["digest"].as_str().unwrap(),
+    );
+    let layer = out.join("blobs/sha256").join(
+        manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap(),
+    );
+    let script = r#"
+import sys, tarfile
+with tarfile.open(sys.argv[1], "r:gz") as t:
+    for m in t.getmembers():
+        kind = "d" if m.isdir() else "l" if m.issym() else "h" if m.islnk() else "f"
+        print(kind, oct(m.mode), m.uid, m.gid, repr(m.uname), m.mtime, m.name, m.linkname)
+"#;
+    let listing = run(Command::new("python3").arg("-c").arg(script).arg(&layer)).ok();
+    let lines: Vec<&str> = listing.lines().collect();
+    let names: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(6).unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| {
+        n.trim_end_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(names, sorted, "entries sorted by path");
+    assert!(lines[0].starts_with("d 0o755 0 0 '' 0 srv"), "{listing}");
+    assert!(
+        listing.contains("f 0o600 1000 1001 '' 0 srv/app/_internal/secret.key"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("l 0o777 1000 1001 '' 0 srv/app/_internal/libfoo.so libfoo.so.1"),
+        "{listing}"
+    );
+    assert!(listing.contains("h 0o644 1000 1001 '' 0 srv/app/_internal/lib/deep/data.txt srv/app/_internal/data-hardlink.txt"), "{listing}");
+}
+
+#[test]
+fn same_inputs_give_the_same_digest_across_folders_and_mtimes() {
+    let digest_of = |epoch: &str, touch: i64| {
+        let t = tempdir();
+        let app = app_dir(t.path());
+        let tarball = browser_tarball(t.path());
+        // Change every input file's mtime between the two builds.
+        run(Command::new("find").arg(&app).args([
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            &format!("@{touch}"),
+            "{}",
+            "+",
+        ]))
+        .ok();
+        let out = t.path().join("o");
+        let r = run(hoist()
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .args(["build", "--base", "scratch", "--platform", "linux/amd64"])
+            .arg("--layer")
+            .arg(format!("{}:/app,owner=1000:1000", app.display()))
+            .arg("--layer")
+            .arg(format!("{}:/browser,strip=1", tarball.display()))
+            .args(["--env", "A=1", "--output"])
+            .arg(format!("oci:{}:t", out.display())));
+        printed_digest(&r.ok())
+    };
+    let first = digest_of("1700000000", 1_000_000_000);
+    let second = digest_of("1700000000", 1_600_000_000);
+    assert_eq!(first, second, "same inputs, different folders and mtimes");
+    let other_epoch = digest_of("1700000001", 1_000_000_000);
+    assert_ne!(
+        first, other_epoch,
+        "SOURCE_DATE_EPOCH is part of the result"
+    );
+}
+
+#[test]
+fn unprivileged_build_gives_the_same_digest_as_root() {
+    if !is_root() {
+        eprintln!("SKIPPED: comparing with a root build needs the tests to run as root (CI does)");
+        assert!(!in_ci(), "CI runs as root");
+        return;
+    }
+    if !have_tool("setpriv") {
+        return;
+    }
+    let t = tempdir();
+    let app = app_dir(t.path());
+    // nobody must be able to read every input.
+    fs::set_permissions(
+        app.join("_internal/secret.key"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let tarball = browser_tarball(t.path());
+    let outdir = t.path().join("nobody-out");
+    fs::create_dir(&outdir).unwrap();
+    run(Command::new("chown").arg("65534:65534").arg(&outdir)).ok();
+    let args = |out: &Path| {
+        vec![
+            "build".to_string(),
+            "--base".into(),
+            "scratch".into(),
+            "--platform".into(),
+            "linux/amd64".into(),
+            "--layer".into(),
+            format!("{}:/app,owner=1000:1000", app.display()),
+            "--layer".into(),
+            format!("{}:/browser", tarball.display()),
+            "--output".into(),
+            format!("oci:{}:t", out.display()),
+        ]
+    };
+    let as_root = printed_digest(&run(hoist().args(args(&t.path().join("root-out")))).ok());
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(hoist_bin())
+        .args(args(&outdir.join("layout")))
+        .env_remove("SOURCE_DATE_EPOCH");
+    let r = run(&mut c);
+    let as_nobody = printed_digest(&r.ok());
+    assert_eq!(as_root, as_nobody);
+    let m = fs::metadata(outdir.join("layout/index.json")).unwrap();
+    assert_eq!(m.uid(), 65534, "written by the unprivileged user");
+}

@@ -1,0 +1,5 @@
+//! hoist's integration tests: one binary, fixtures generated at run time, output read back by
+//! third-party tools (umoci, skopeo, oci-image-tool, GNU tar, Python's tarfile).
+
+mod build;
+mod common;
