@@ -3,3 +3,8 @@
 
 mod build;
 mod common;
+mod registry;
+mod registry_auth;
+mod registry_faults;
+mod registry_harness;
+mod registry_tls;
