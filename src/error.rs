@@ -176,6 +176,15 @@ pub enum Error {
         /// Seconds to wait before retrying, from `Retry-After`.
         retry_after: Option<u64>,
     },
+    /// A registry could not be reached at all (after retries).
+    #[error("registry {host} cannot be reached")]
+    Unreachable {
+        /// The registry host.
+        host: String,
+        /// The last error.
+        #[source]
+        source: Box<Error>,
+    },
     /// A transfer from or to a registry broke off midway.
     #[error("{url}: the transfer broke off: {source}")]
     Interrupted {

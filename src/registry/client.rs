@@ -139,19 +139,24 @@ impl Client {
             .any(|h| h == host || host.split(':').next() == Some(h.as_str()))
     }
 
-    /// The host state of `repo`'s registry, discovering scheme and authentication on first use.
+    /// The host state of `repo`'s registry, discovering scheme and authentication on first use
+    /// (under the lock, so parallel transfers discover a host once). A host that cannot be
+    /// reached after the retries is [`Error::Unreachable`], which is not retried again.
     pub(crate) fn host(&self, repo: &Repository) -> Result<Arc<Host>> {
         let name = repo.api_host().to_string();
-        if let Some(h) = self.lock_hosts().get(&name) {
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hosts.get(&name) {
             return Ok(h.clone());
         }
-        let host = Arc::new(self.discover(&name, &repo.registry)?);
-        self.lock_hosts().insert(name, host.clone());
+        let host = Arc::new(self.discover(&name, &repo.registry).map_err(|e| match e {
+            e if is_transient(&e) => Error::Unreachable {
+                host: name.clone(),
+                source: Box::new(e),
+            },
+            e => e,
+        })?);
+        hosts.insert(name, host.clone());
         Ok(host)
-    }
-
-    fn lock_hosts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Host>>> {
-        self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Builds the HTTP client for `name`, picks the scheme and reads the `/v2/` challenge.
@@ -174,7 +179,7 @@ impl Client {
             Some(a) => a,
             None => {
                 let url = format!("{base}/v2/");
-                self.with_retry(&format!("GET {url}"), |_| {
+                self.with_retry(&format!("reaching {name}"), |_| {
                     let r = http
                         .get(&url)
                         .timeout(Duration::from_secs(60))
