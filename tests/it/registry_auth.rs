@@ -160,3 +160,99 @@ fn registry_auth_from_flags_env_and_auth_json() {
     let r = run(hoist_in(home).args(["push", "--username", USER, &src, &reg.r("f/x:4")]));
     r.fails_with(1, &["--password-stdin"]);
 }
+
+/// A token service in front of the real registry (the proxy plays both): `/v2/` wants a Bearer
+/// token from `/token`, which wants Basic credentials and records the scopes asked for.
+#[test]
+fn registry_bearer_token_flow_with_mount_scope() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = scopes.clone();
+    let good = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
+    let proxy = FaultProxy::start_with(&reg.host, move |r: &Request| {
+        if let Some(q) = r.path.strip_prefix("/token?") {
+            if r.authorization.as_deref() != Some(good.as_str()) {
+                return Fault::Respond(401, vec![]);
+            }
+            let asked: Vec<String> = q
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .map(|v| {
+                    v.replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",")
+                })
+                .collect();
+            s2.lock().unwrap().push(asked.join(" "));
+            return Fault::RespondBody(
+                200,
+                vec![("Content-Type", "application/json".into())],
+                r#"{"token":"tok-1","expires_in":300}"#.into(),
+            );
+        }
+        if r.authorization.as_deref() == Some("Bearer tok-1") {
+            return Fault::Pass;
+        }
+        let challenge = format!(
+            r#"Bearer realm="http://{}/token",service="hoist-test""#,
+            r.proxy
+        );
+        Fault::Respond(401, vec![("WWW-Authenticate", challenge)])
+    });
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "token\n");
+    let with_creds = |c: &mut std::process::Command| {
+        c.env("HOIST_USERNAME", USER).env("HOIST_PASSWORD", PASS);
+    };
+    let mut c = hoist_in(home);
+    with_creds(&mut c);
+    run(c
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/base/img:1", proxy.host)))
+    .ok();
+    let after_push = scopes.lock().unwrap().clone();
+    assert_eq!(
+        after_push,
+        ["repository:base/img:pull,push"],
+        "one token, cached for every blob and the manifest"
+    );
+
+    // A build on that base pushed to another repository: the token covers the mount source.
+    let app = home.join("app");
+    write_file(&app.join("f"), b"f\n", 0o644);
+    let mut c = hoist_in(home);
+    with_creds(&mut c);
+    let r = run(c
+        .args([
+            "build",
+            "--base",
+            &format!("{}/base/img:1", proxy.host),
+            "--layer",
+        ])
+        .arg(format!("{}:/app", app.display()))
+        .args(["--push", &format!("{}/app/img:1", proxy.host)]));
+    r.ok();
+    assert!(r.stderr().contains("mounted"), "{}", r.stderr());
+    let all = scopes.lock().unwrap().clone();
+    assert!(
+        all.contains(&"repository:base/img:pull".to_string()),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&"repository:app/img:pull,push repository:base/img:pull".to_string()),
+        "{all:?}"
+    );
+
+    // Wrong password at the token endpoint.
+    let r = run(hoist_in(home)
+        .env("HOIST_USERNAME", USER)
+        .env("HOIST_PASSWORD", "nope-nope-nope")
+        .args(["inspect", &format!("{}/base/img:1", proxy.host)]));
+    r.fails_with(1, &[&format!("authentication failed for {}", proxy.host)]);
+    assert!(!r.stderr().contains("nope-nope-nope"));
+}

@@ -288,6 +288,8 @@ pub enum Fault {
     Pass,
     /// Answer with this status and headers without forwarding.
     Respond(u16, Vec<(&'static str, String)>),
+    /// Answer with this status, headers and body without forwarding.
+    RespondBody(u16, Vec<(&'static str, String)>, String),
     /// Read half the request body, then close the connection.
     ResetMidBody,
     /// Forward it, then close the connection without answering (the request landed).
@@ -304,7 +306,19 @@ pub struct FaultProxy {
     pub seen: Arc<Mutex<Vec<String>>>,
 }
 
-type Rule = dyn Fn(&str, &str) -> Fault + Send + Sync;
+/// A request as the proxy's rule sees it.
+pub struct Request {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub path: String,
+    /// The `Authorization` header, if sent.
+    pub authorization: Option<String>,
+    /// The proxy's own `127.0.0.1:PORT`.
+    pub proxy: String,
+}
+
+type Rule = dyn Fn(&Request) -> Fault + Send + Sync;
 
 impl FaultProxy {
     /// Starts the proxy; `rule(method, path)` decides each request's fate.
@@ -312,18 +326,28 @@ impl FaultProxy {
         upstream: &str,
         rule: impl Fn(&str, &str) -> Fault + Send + Sync + 'static,
     ) -> FaultProxy {
+        Self::start_with(upstream, move |r: &Request| rule(&r.method, &r.path))
+    }
+
+    /// Starts the proxy with a rule that sees the whole [`Request`].
+    pub fn start_with(
+        upstream: &str,
+        rule: impl Fn(&Request) -> Fault + Send + Sync + 'static,
+    ) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rule: Arc<Rule> = Arc::new(rule);
         let upstream = upstream.to_string();
         let seen2 = seen.clone();
+        let host2 = host.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
                 let (rule, upstream, seen) = (rule.clone(), upstream.clone(), seen2.clone());
+                let proxy = host2.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &upstream, &*rule, &seen);
+                    let _ = serve(conn, &upstream, &proxy, &*rule, &seen);
                 });
             }
         });
@@ -339,6 +363,7 @@ impl FaultProxy {
 fn serve(
     mut client: TcpStream,
     upstream: &str,
+    proxy: &str,
     rule: &Rule,
     seen: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
@@ -346,6 +371,7 @@ fn serve(
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0usize;
+    let mut authorization = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -358,6 +384,9 @@ fn serve(
         if let Some(v) = lower.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
         }
+        if lower.starts_with("authorization:") {
+            authorization = Some(line["authorization:".len()..].trim().to_string());
+        }
         if lower.starts_with("connection:") {
             continue;
         }
@@ -368,7 +397,12 @@ fn serve(
         first.next().unwrap_or("").to_string(),
         first.next().unwrap_or("").to_string(),
     );
-    let fault = rule(&method, &path);
+    let fault = rule(&Request {
+        method: method.clone(),
+        path: path.clone(),
+        authorization,
+        proxy: proxy.into(),
+    });
     seen.lock()
         .unwrap()
         .push(format!("{method} {path} -> {fault:?}"));
@@ -379,13 +413,21 @@ fn serve(
     }
     let mut body = vec![0; content_length];
     reader.read_exact(&mut body)?;
-    if let Fault::Respond(status, headers) = &fault {
-        let mut resp =
-            format!("HTTP/1.1 {status} Fault\r\nContent-Length: 0\r\nConnection: close\r\n");
+    let canned = match &fault {
+        Fault::Respond(status, headers) => Some((status, headers, "")),
+        Fault::RespondBody(status, headers, body) => Some((status, headers, body.as_str())),
+        _ => None,
+    };
+    if let Some((status, headers, body)) = canned {
+        let mut resp = format!(
+            "HTTP/1.1 {status} Fault\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             resp.push_str(&format!("{k}: {v}\r\n"));
         }
         resp.push_str("\r\n");
+        resp.push_str(body);
         client.write_all(resp.as_bytes())?;
         return client.shutdown(Shutdown::Both);
     }
