@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a base, layers and config edits into an OCI layout and/or registries.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Show the manifest, config and layers of an image (OCI layout or registry).
     Inspect(inspect::InspectArgs),
     /// Push an image or index from an OCI image layout to a registry.
@@ -43,7 +43,7 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
     match cli.command {
-        Command::Build(args) => build::run(args, quiet),
+        Command::Build(args) => build::run(*args, quiet),
         Command::Inspect(args) => inspect::run(args, quiet),
         Command::Push(args) => push::run(args, quiet),
         Command::Pull(args) => pull::run(args, quiet),
