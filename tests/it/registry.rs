@@ -55,9 +55,17 @@ fn registry_push_pull_inspect_and_lazy_base() {
     let built = run(hoist_in(home)
         .args(["build", "--base", &reg.r("base/img:1"), "--layer"])
         .arg(format!("{}:/app", app.display()))
-        .args(["--push", &reg.r("app/img:1")]))
+        .args(["--push", &reg.r("app/img:1")])
+        .args(["--push", &reg.r("app/img:also")]))
     .ok();
     let app_digest = printed_digest(&built);
+    assert_eq!(
+        built.lines().collect::<Vec<_>>(),
+        [
+            format!("{}@{app_digest}", reg.r("app/img:1")),
+            format!("{}@{app_digest}", reg.r("app/img:also"))
+        ]
+    );
     let log = reg.requests()[before..].to_vec();
     let base_blob_gets: Vec<&String> = log
         .iter()

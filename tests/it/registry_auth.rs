@@ -73,6 +73,17 @@ fn registry_auth_from_docker_config_and_helper() {
         .arg(format!("oci:{}:p", home.join("p").display())))
     .ok();
 
+    // The same helper as the default store (credsStore).
+    fs::write(
+        docker.join("config.json"),
+        serde_json::json!({"credsStore": "hoisttest"}).to_string(),
+    )
+    .unwrap();
+    run(hoist_in(home)
+        .env("PATH", &path)
+        .args(["inspect", &reg.r("a/b:1")]))
+    .ok();
+
     // A wrong password in config.json: "authentication failed for HOST", secret not printed.
     fs::write(docker.join("config.json"), serde_json::json!({"auths": {reg.host.clone(): {"auth": b64(&format!("{USER}:not-the-password-xyz"))}}}).to_string()).unwrap();
     let r = run(hoist_in(home).args(["push", &src, &reg.r("a/b:2")]));
@@ -153,6 +164,15 @@ fn registry_auth_from_flags_env_and_auth_json() {
     .unwrap();
     run(hoist_in(home)
         .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["inspect", &reg.r("f/x:3")]))
+    .ok();
+
+    // $XDG_RUNTIME_DIR/containers/auth.json (podman login's default).
+    let runtime = home.join("run");
+    fs::create_dir_all(runtime.join("containers")).unwrap();
+    fs::copy(&auth, runtime.join("containers/auth.json")).unwrap();
+    run(hoist_in(home)
+        .env("XDG_RUNTIME_DIR", &runtime)
         .args(["inspect", &reg.r("f/x:3")]))
     .ok();
 
