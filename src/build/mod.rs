@@ -119,6 +119,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
         out.set_tag(desc.clone(), o.tag.as_deref())?;
         references.push(format!("{o}@{}", desc.digest));
     }
+    let mut pushed: Vec<&RegistryRef> = Vec::new();
     for dest in &spec.push {
         progress(&format!("pushing {dest}"));
         let upload = ManifestUpload {
@@ -133,8 +134,13 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
             ),
             raw_manifest: raw.clone(),
             media_type: media::OCI_MANIFEST.into(),
+            mount_hint: pushed
+                .iter()
+                .map(|p| p.repository.clone())
+                .find(|r| r.api_host() == dest.repository.api_host()),
         };
         let digest = write_manifest(client, &dest.repository, &upload, &dest.reference())?;
+        pushed.push(dest);
         references.push(dest.with_digest(digest));
     }
     Ok(Built {

@@ -23,6 +23,9 @@ pub struct ManifestUpload {
     pub raw_manifest: Vec<u8>,
     /// The manifest media type.
     pub media_type: String,
+    /// A repository that already holds these blobs (an earlier destination of the same build);
+    /// blobs are mounted from it when it is on the destination's registry.
+    pub mount_hint: Option<Repository>,
 }
 
 /// Pushes one image: layers in parallel, then the config, then the manifest under
@@ -33,20 +36,29 @@ pub fn write_manifest(
     upload: &ManifestUpload,
     reference: &str,
 ) -> Result<Digest> {
+    let hint = upload.mount_hint.as_ref();
     for_each_parallel(c.options().jobs, &upload.layers, |(desc, src)| {
-        push_one(c, repo, desc, src)
+        push_one(c, repo, desc, src, hint)
     })?;
-    push_one(c, repo, &upload.config.0, &upload.config.1)?;
+    push_one(c, repo, &upload.config.0, &upload.config.1, hint)?;
     let digest = put_manifest(c, repo, reference, &upload.media_type, &upload.raw_manifest)?;
     c.progress(&format!("manifest {digest} -> {repo}:{reference}"));
     Ok(digest)
 }
 
-/// Pushes one blob, mounting it from its own repository when that is on the same registry.
-fn push_one(c: &Client, repo: &Repository, desc: &Descriptor, src: &BlobSource) -> Result<()> {
+/// Pushes one blob, mounting it from its own repository (or the hint) when that is on the same
+/// registry.
+fn push_one(
+    c: &Client,
+    repo: &Repository,
+    desc: &Descriptor,
+    src: &BlobSource,
+    hint: Option<&Repository>,
+) -> Result<()> {
+    let same_registry = |r: &&Repository| r.api_host() == repo.api_host();
     let mount_from = match src {
-        BlobSource::Remote(_, from) if from.api_host() == repo.api_host() => Some(from),
-        _ => None,
+        BlobSource::Remote(_, from) if same_registry(&from) => Some(from),
+        _ => hint.filter(same_registry),
     };
     let outcome = upload_blob(c, repo, desc, src, mount_from)?;
     let how = match (outcome, src) {
@@ -119,6 +131,7 @@ fn push_layout_tree(
         ),
         raw_manifest: raw,
         media_type: desc.media_type.clone(),
+        mount_hint: None,
     };
     write_manifest(c, repo, &upload, reference)
 }

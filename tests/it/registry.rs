@@ -52,18 +52,26 @@ fn registry_push_pull_inspect_and_lazy_base() {
     let before = reg.requests().len();
     let app = home.join("app");
     write_file(&app.join("hello"), b"hello\n", 0o644);
-    let built = run(hoist_in(home)
+    let r = run(hoist_in(home)
         .args(["build", "--base", &reg.r("base/img:1"), "--layer"])
         .arg(format!("{}:/app", app.display()))
         .args(["--push", &reg.r("app/img:1")])
-        .args(["--push", &reg.r("app/img:also")]))
-    .ok();
+        .args(["--push", &reg.r("app/also:1")]));
+    let built = r.ok();
+    // First destination: the base layer mounted; second: every blob mounted (base from the
+    // base's repository, the new layer and config from the first destination).
+    assert_eq!(
+        r.stderr().matches("): mounted").count(),
+        4,
+        "{}",
+        r.stderr()
+    );
     let app_digest = printed_digest(&built);
     assert_eq!(
         built.lines().collect::<Vec<_>>(),
         [
             format!("{}@{app_digest}", reg.r("app/img:1")),
-            format!("{}@{app_digest}", reg.r("app/img:also"))
+            format!("{}@{app_digest}", reg.r("app/also:1"))
         ]
     );
     let log = reg.requests()[before..].to_vec();
