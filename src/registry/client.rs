@@ -500,6 +500,44 @@ mod tests {
     }
 
     #[test]
+    fn retries_transient_errors_a_bounded_number_of_times() {
+        let c = Client::new(Options {
+            backoff: Duration::from_millis(1),
+            max_attempts: 3,
+            ..Options::default()
+        });
+        let st = |status| Error::RegistryStatus {
+            method: "GET",
+            url: "u".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        let mut n = 0;
+        let r: Result<()> = c.with_retry("t", |_| {
+            n += 1;
+            Err(st(503))
+        });
+        assert!(matches!(r, Err(Error::RegistryStatus { status: 503, .. })));
+        assert_eq!(n, 3);
+        let mut n = 0;
+        let r: Result<()> = c.with_retry("t", |_| {
+            n += 1;
+            Err(st(404))
+        });
+        assert!(matches!(r, Err(Error::RegistryStatus { status: 404, .. })));
+        assert_eq!(n, 1, "a 404 is not retried");
+        let r = c.with_retry("t", |attempt| {
+            if attempt < 2 {
+                Err(st(500))
+            } else {
+                Ok(attempt)
+            }
+        });
+        assert_eq!(r.unwrap(), 2);
+    }
+
+    #[test]
     fn bad_ca_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");

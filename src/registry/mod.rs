@@ -53,3 +53,27 @@ pub(crate) fn for_each_parallel<T: Sync>(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn parallel_visits_every_item_and_returns_the_error() {
+        let seen = AtomicUsize::new(0);
+        let items: Vec<u32> = (0..50).collect();
+        for_each_parallel(4, &items, |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 50);
+        let r = for_each_parallel(3, &items, |i| match i {
+            7 => Err(Error::InvalidDigest(i.to_string())),
+            _ => Ok(()),
+        });
+        assert!(matches!(r, Err(Error::InvalidDigest(d)) if d == "7"));
+        for_each_parallel(4, &[] as &[u32], |_| Ok(())).unwrap();
+    }
+}
