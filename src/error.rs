@@ -194,6 +194,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A registry reports a different digest (`Docker-Content-Digest`) for what hoist uploaded.
+    #[error("{url}: the registry reports digest {returned}, but hoist sent {expected}")]
+    WrongDigestReturned {
+        /// The URL of the upload.
+        url: String,
+        /// The digest of the bytes hoist sent.
+        expected: String,
+        /// The digest the registry returned.
+        returned: String,
+    },
     /// A registry answered without something the protocol requires (a header, a field).
     #[error("{url}: {reason}")]
     BadResponse {

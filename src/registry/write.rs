@@ -325,11 +325,10 @@ fn check_committed(
         .and_then(|v| v.to_str().ok())
     {
         if h != digest.to_string() {
-            return Err(Error::DigestMismatch {
-                location: url.into(),
+            return Err(Error::WrongDigestReturned {
+                url: url.into(),
                 expected: digest.to_string(),
-                found: h.into(),
-                size: 0,
+                returned: h.into(),
             });
         }
     }

@@ -225,3 +225,48 @@ fn registry_pull_refuses_a_blob_that_does_not_match_its_digest() {
                 .contains(&digest)
     );
 }
+
+#[test]
+fn registry_oversized_manifest_and_wrong_returned_digest_are_refused() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "caps\n");
+    // A manifest over the 8 MiB cap is refused before parsing.
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(9 << 20));
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        if m == "GET" && path.contains("/manifests/") {
+            Fault::RespondBody(
+                200,
+                vec![(
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".into(),
+                )],
+                huge.clone(),
+            )
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = run(hoist_in(home).args(["inspect", &format!("{}/big/m:1", p.host)]));
+    r.fails_with(1, &["manifest", "8388608-byte limit"]);
+
+    // A registry that answers a manifest PUT with another digest: the push fails naming both.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let w2 = wrong.clone();
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        if m == "PUT" && path.contains("/manifests/") {
+            Fault::Respond(201, vec![("Docker-Content-Digest", w2.clone())])
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = run(hoist_in(home)
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/d/m:1", p.host)));
+    r.fails_with(1, &[&wrong, "/manifests/1"]);
+}
