@@ -147,13 +147,45 @@ pub(crate) fn fetch_token(
         url: realm.into(),
         reason: format!("the token realm of {host} is not a URL"),
     })?;
-    url.query_pairs_mut().extend_pairs(query);
-    let mut req = http.get(url.clone());
-    if let Some(c) = creds {
-        req = req.header(reqwest::header::AUTHORIZATION, c.basic_header());
-    }
+    let identity = creds.filter(|c| c.is_identity_token());
+    let (method, req) = match identity {
+        // An identity (refresh) token is exchanged with the OAuth2 POST form of the token
+        // endpoint (docker's "identitytoken", helpers answering Username "<token>").
+        Some(c) => {
+            let mut form = reqwest::Url::parse("form:").map_err(|_| Error::BadResponse {
+                url: realm.into(),
+                reason: "internal: form encoding".into(),
+            })?;
+            form.query_pairs_mut()
+                .append_pair("grant_type", "refresh_token")
+                .append_pair("client_id", "hoist")
+                .append_pair("refresh_token", &c.secret)
+                .append_pair("scope", &scopes.join(" "));
+            if let Some(s) = service {
+                form.query_pairs_mut().append_pair("service", s);
+            }
+            let body = form.query().unwrap_or_default().to_string();
+            (
+                "POST",
+                http.post(url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body),
+            )
+        }
+        None => {
+            url.query_pairs_mut().extend_pairs(query);
+            let mut req = http.get(url.clone());
+            if let Some(c) = creds {
+                req = req.header(reqwest::header::AUTHORIZATION, c.basic_header());
+            }
+            ("GET", req)
+        }
+    };
     let resp = req.send().map_err(|source| Error::Http {
-        method: "GET",
+        method,
         url: url.to_string(),
         hint: "",
         source,
@@ -173,7 +205,7 @@ pub(crate) fn fetch_token(
     }
     if status != 200 {
         return Err(Error::RegistryStatus {
-            method: "GET",
+            method,
             url: url.to_string(),
             status,
             message: "token request refused".into(),
@@ -181,7 +213,7 @@ pub(crate) fn fetch_token(
         });
     }
     let raw = resp.bytes().map_err(|source| Error::Http {
-        method: "GET",
+        method,
         url: url.to_string(),
         hint: "",
         source,

@@ -34,7 +34,15 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// The user name docker uses to mark an identity (OAuth2 refresh) token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// True when the secret is an identity (refresh) token rather than a password.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
+
     /// The `Authorization: Basic …` value.
     pub(crate) fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.secret);
@@ -154,11 +162,19 @@ fn from_auths_file(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     }
 }
 
-/// An `auths` entry: `auth` is base64 of `user:secret` (or `username`/`password` fields).
+/// An `auths` entry: `identitytoken` (a refresh token), else `auth` = base64 of `user:secret`,
+/// else `username`/`password` fields.
 fn from_auths(doc: &Value, path: &Path, registry: &str) -> Result<Option<Credentials>> {
     let source = path.display().to_string();
     for key in candidate_keys(registry) {
         let entry = &doc["auths"][&key];
+        if let Some(token) = entry["identitytoken"].as_str().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                username: IDENTITY_TOKEN_USER.into(),
+                secret: token.into(),
+                source,
+            }));
+        }
         if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
             let bad = |reason: &str| Error::Credentials {
                 host: registry.into(),
@@ -229,8 +245,11 @@ fn run_helper(name: &str, server: &str, registry: &str) -> Result<Option<Credent
         fail("its output is not the expected JSON {\"Username\",\"Secret\"}".into())
     })?;
     match (v["Username"].as_str(), v["Secret"].as_str()) {
-        (Some(u), Some(s)) if u != "<token>" => Ok(Some(Credentials { username: u.into(), secret: s.into(), source: program })),
-        (Some(_), Some(_)) => Err(fail("identity tokens (Username \"<token>\") are not supported yet; log in with a password or access token".into())),
+        (Some(u), Some(s)) => Ok(Some(Credentials {
+            username: u.into(),
+            secret: s.into(),
+            source: program,
+        })),
         _ => Err(fail("its output lacks Username or Secret".into())),
     }
 }

@@ -194,6 +194,15 @@ fn registry_bearer_token_flow_with_mount_scope() {
     let s2 = scopes.clone();
     let good = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
     let proxy = FaultProxy::start_with(&reg.host, move |r: &Request| {
+        if r.method == "POST" && r.path == "/token" {
+            // The OAuth2 refresh-token exchange (identity tokens).
+            s2.lock().unwrap().push("POST /token".into());
+            return Fault::RespondBody(
+                200,
+                vec![("Content-Type", "application/json".into())],
+                r#"{"access_token":"tok-1"}"#.into(),
+            );
+        }
         if let Some(q) = r.path.strip_prefix("/token?") {
             if r.authorization.as_deref() != Some(good.as_str()) {
                 return Fault::Respond(401, vec![]);
@@ -267,6 +276,16 @@ fn registry_bearer_token_flow_with_mount_scope() {
         all.contains(&"repository:app/img:pull,push repository:base/img:pull".to_string()),
         "{all:?}"
     );
+
+    // An identity token from docker's config.json is exchanged with a POST.
+    let docker = home.join(".docker");
+    fs::create_dir_all(&docker).unwrap();
+    fs::write(docker.join("config.json"), serde_json::json!({"auths": {proxy.host.clone(): {"auth": "", "identitytoken": "refresh-token-xyz"}}}).to_string()).unwrap();
+    let r = run(hoist_in(home).args(["inspect", &format!("{}/base/img:1", proxy.host)]));
+    r.ok();
+    assert!(scopes.lock().unwrap().contains(&"POST /token".to_string()));
+    assert!(!r.stderr().contains("refresh-token-xyz"));
+    fs::remove_file(docker.join("config.json")).unwrap();
 
     // Wrong password at the token endpoint.
     let r = run(hoist_in(home)
