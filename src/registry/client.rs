@@ -388,17 +388,16 @@ pub(crate) fn is_transient(e: &Error) -> bool {
 /// Maps a transport error, with a hint when it looks like a certificate problem.
 pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error) -> Error {
     let chain = format!("{source:?}");
-    let tls = url.starts_with("https://")
-        && (chain.contains("certificate")
-            || chain.contains("Certificate")
-            || chain.contains("UnknownIssuer"));
+    let https = url.starts_with("https://");
+    let untrusted = ["certificate", "Certificate", "UnknownIssuer"].iter().any(|w| chain.contains(w));
+    let plain = ["InvalidContentType", "corrupt message", "wrong version number"].iter().any(|w| chain.contains(w));
     Error::Http {
         method,
         url: url.into(),
-        hint: if tls {
-            " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)"
-        } else {
-            ""
+        hint: match (https, untrusted, plain) {
+            (true, true, _) => " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)",
+            (true, _, true) => " (the registry does not answer TLS; if it serves plain HTTP, pass --insecure-registry HOST:PORT)",
+            _ => "",
         },
         source,
     }
