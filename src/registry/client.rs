@@ -159,6 +159,33 @@ impl Client {
         Ok(host)
     }
 
+    /// Replaces `host`'s challenge (met on a 401 after an anonymous `/v2/`), looking up
+    /// credentials now that they are needed.
+    fn adopt_challenge(
+        &self,
+        repo: &Repository,
+        host: &Host,
+        challenge: Challenge,
+    ) -> Result<Arc<Host>> {
+        let credentials = match (&host.credentials, &self.inner.options.credentials) {
+            (Some(c), _) | (None, Some(c)) => Some(c.clone()),
+            (None, None) => credentials::lookup(&repo.registry)?,
+        };
+        let new = Arc::new(Host {
+            base: host.base.clone(),
+            name: host.name.clone(),
+            http: host.http.clone(),
+            challenge,
+            credentials,
+        });
+        self.inner
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host.name.clone(), new.clone());
+        Ok(new)
+    }
+
     /// Builds the HTTP client for `name`, picks the scheme and reads the `/v2/` challenge.
     fn discover(&self, name: &str, registry: &str) -> Result<Host> {
         let insecure = self.insecure(name);
@@ -299,9 +326,10 @@ impl Client {
         timeout: Duration,
         build: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>,
     ) -> Result<Response> {
-        let host = self.host(repo)?;
+        let mut host = self.host(repo)?;
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        for fresh in [false, true] {
+        let mut fresh = false;
+        for _ in 0..3 {
             let mut req = host.http.request(m.clone(), url).timeout(timeout);
             if let Some(a) = self.authorization(&host, scope, fresh)? {
                 req = req.header(AUTHORIZATION, a);
@@ -310,7 +338,21 @@ impl Client {
             if resp.status().as_u16() != 401 {
                 return Ok(resp);
             }
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(Challenge::parse)
+                .unwrap_or(Challenge::None);
+            if host.challenge == Challenge::None && challenge != Challenge::None {
+                // `/v2/` answered without a challenge but this repository wants one (some
+                // registries allow anonymous pings): adopt the challenge for the host.
+                host = self.adopt_challenge(repo, &host, challenge)?;
+                continue;
+            }
             if !fresh && matches!(host.challenge, Challenge::Bearer { .. }) {
+                // The cached token may have expired or lack a scope: fetch a fresh one once.
+                fresh = true;
                 continue;
             }
             break;
@@ -389,8 +431,16 @@ pub(crate) fn is_transient(e: &Error) -> bool {
 pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error) -> Error {
     let chain = format!("{source:?}");
     let https = url.starts_with("https://");
-    let untrusted = ["certificate", "Certificate", "UnknownIssuer"].iter().any(|w| chain.contains(w));
-    let plain = ["InvalidContentType", "corrupt message", "wrong version number"].iter().any(|w| chain.contains(w));
+    let untrusted = ["certificate", "Certificate", "UnknownIssuer"]
+        .iter()
+        .any(|w| chain.contains(w));
+    let plain = [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|w| chain.contains(w));
     Error::Http {
         method,
         url: url.into(),

@@ -181,8 +181,7 @@ fn registry_auth_from_flags_env_and_auth_json() {
     r.fails_with(1, &["--password-stdin"]);
 }
 
-/// A token service in front of the real registry (the proxy plays both): `/v2/` wants a Bearer
-/// token from `/token`, which wants Basic credentials and records the scopes asked for.
+/// The Bearer token flow, through [`token_proxy`].
 #[test]
 fn registry_bearer_token_flow_with_mount_scope() {
     let Some(reg) = Registry::start(Setup::Plain) else {
@@ -190,48 +189,7 @@ fn registry_bearer_token_flow_with_mount_scope() {
     };
     let t = tempdir();
     let home = t.path();
-    let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let s2 = scopes.clone();
-    let good = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
-    let proxy = FaultProxy::start_with(&reg.host, move |r: &Request| {
-        if r.method == "POST" && r.path == "/token" {
-            // The OAuth2 refresh-token exchange (identity tokens).
-            s2.lock().unwrap().push("POST /token".into());
-            return Fault::RespondBody(
-                200,
-                vec![("Content-Type", "application/json".into())],
-                r#"{"access_token":"tok-1"}"#.into(),
-            );
-        }
-        if let Some(q) = r.path.strip_prefix("/token?") {
-            if r.authorization.as_deref() != Some(good.as_str()) {
-                return Fault::Respond(401, vec![]);
-            }
-            let asked: Vec<String> = q
-                .split('&')
-                .filter_map(|kv| kv.strip_prefix("scope="))
-                .map(|v| {
-                    v.replace("%3A", ":")
-                        .replace("%2F", "/")
-                        .replace("%2C", ",")
-                })
-                .collect();
-            s2.lock().unwrap().push(asked.join(" "));
-            return Fault::RespondBody(
-                200,
-                vec![("Content-Type", "application/json".into())],
-                r#"{"token":"tok-1","expires_in":300}"#.into(),
-            );
-        }
-        if r.authorization.as_deref() == Some("Bearer tok-1") {
-            return Fault::Pass;
-        }
-        let challenge = format!(
-            r#"Bearer realm="http://{}/token",service="hoist-test""#,
-            r.proxy
-        );
-        Fault::Respond(401, vec![("WWW-Authenticate", challenge)])
-    });
+    let (proxy, scopes) = token_proxy(&reg.host, false);
     let layout = home.join("l");
     scratch_image(home, &layout, "1", "linux/amd64", "token\n");
     let with_creds = |c: &mut std::process::Command| {
@@ -294,4 +252,82 @@ fn registry_bearer_token_flow_with_mount_scope() {
         .args(["inspect", &format!("{}/base/img:1", proxy.host)]));
     r.fails_with(1, &[&format!("authentication failed for {}", proxy.host)]);
     assert!(!r.stderr().contains("nope-nope-nope"));
+}
+
+/// A token service in front of `upstream` (the proxy plays both): `/v2/…` wants a Bearer token
+/// from `/token`, which wants Basic credentials and records the scopes asked for. With
+/// `anonymous_ping`, `/v2/` itself answers without a challenge.
+fn token_proxy(
+    upstream: &str,
+    anonymous_ping: bool,
+) -> (FaultProxy, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = scopes.clone();
+    let good = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
+    let proxy = FaultProxy::start_with(upstream, move |r: &Request| {
+        if anonymous_ping && r.path == "/v2/" {
+            return Fault::Pass;
+        }
+        if r.method == "POST" && r.path == "/token" {
+            // The OAuth2 refresh-token exchange (identity tokens).
+            s2.lock().unwrap().push("POST /token".into());
+            return Fault::RespondBody(
+                200,
+                vec![("Content-Type", "application/json".into())],
+                r#"{"access_token":"tok-1"}"#.into(),
+            );
+        }
+        if let Some(q) = r.path.strip_prefix("/token?") {
+            if r.authorization.as_deref() != Some(good.as_str()) {
+                return Fault::Respond(401, vec![]);
+            }
+            let asked: Vec<String> = q
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .map(|v| {
+                    v.replace("%3A", ":")
+                        .replace("%2F", "/")
+                        .replace("%2C", ",")
+                })
+                .collect();
+            s2.lock().unwrap().push(asked.join(" "));
+            return Fault::RespondBody(
+                200,
+                vec![("Content-Type", "application/json".into())],
+                r#"{"token":"tok-1","expires_in":300}"#.into(),
+            );
+        }
+        if r.authorization.as_deref() == Some("Bearer tok-1") {
+            return Fault::Pass;
+        }
+        let challenge = format!(
+            r#"Bearer realm="http://{}/token",service="hoist-test""#,
+            r.proxy
+        );
+        Fault::Respond(401, vec![("WWW-Authenticate", challenge)])
+    });
+    (proxy, scopes)
+}
+
+#[test]
+fn registry_challenge_met_after_an_anonymous_ping() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let (proxy, scopes) = token_proxy(&reg.host, true);
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "late challenge\n");
+    let r = run(hoist_in(home)
+        .env("HOIST_USERNAME", USER)
+        .env("HOIST_PASSWORD", PASS)
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/late/img:1", proxy.host)));
+    r.ok();
+    assert_eq!(
+        scopes.lock().unwrap().clone(),
+        ["repository:late/img:pull,push"]
+    );
 }
