@@ -110,12 +110,14 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
         None => flags,
     };
     let spec = settings.resolve(epoch_from_env()?)?;
+    let client = args.registry.client(quiet)?;
+    // Build steps go through the same sink as transfers, so lines and bars do not collide.
+    let lines = client.options().progress.clone();
     let mut progress = |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
+        if let Some(p) = &lines {
+            p(line);
         }
     };
-    let client = args.registry.client(quiet)?;
     let target = spec
         .output
         .iter()

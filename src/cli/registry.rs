@@ -1,13 +1,17 @@
 //! Flags shared by every command that talks to registries, turned into [`Options`].
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hoist::registry::{Client, Credentials, Options};
+use hoist::registry::client::ByteProgress;
+use hoist::registry::{Client, Credentials, Options, Progress};
+use hoist::Digest;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Registry connection and credential flags.
 #[derive(Args, Debug, Default)]
@@ -62,9 +66,7 @@ impl RegistryArgs {
         if let Some(b) = self.retry_backoff_ms {
             o.backoff = Duration::from_millis(b);
         }
-        if !quiet {
-            o.progress = Some(Arc::new(|line: &str| eprintln!("{line}")));
-        }
+        (o.progress, o.bytes) = progress_sinks(quiet);
         Ok(Client::new(o))
     }
 
@@ -98,4 +100,43 @@ impl RegistryArgs {
             _ => Ok(None),
         }
     }
+}
+
+/// Progress on stderr: nothing when quiet; plain lines when stderr is not a terminal (CI, logs);
+/// lines plus one bar per blob in flight on a terminal.
+fn progress_sinks(quiet: bool) -> (Option<Progress>, Option<ByteProgress>) {
+    if quiet {
+        return (None, None);
+    }
+    if !std::io::stderr().is_terminal() {
+        return (Some(Arc::new(|line: &str| eprintln!("{line}"))), None);
+    }
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let bars: Mutex<HashMap<Digest, ProgressBar>> = Mutex::new(HashMap::new());
+    let m2 = multi.clone();
+    let lines: Progress = Arc::new(move |line: &str| {
+        let _ = m2.println(line);
+    });
+    let bytes: ByteProgress = Arc::new(move |digest: &Digest, done: u64, total: u64| {
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(*digest).or_insert_with(|| {
+            let hex = digest.hex();
+            multi.add(
+                ProgressBar::new(total)
+                    .with_style(style.clone())
+                    .with_prefix(format!("sha256:{}", &hex[..12])),
+            )
+        });
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
+            bars.remove(digest);
+        }
+    });
+    (Some(lines), Some(bytes))
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::registry::auth::{fetch_token, Challenge, Scope};
 use crate::registry::credentials::{self, Credentials};
@@ -18,6 +20,9 @@ use crate::registry::name::Repository;
 
 /// Receives progress lines (the library never prints).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Receives byte counts of blob transfers: digest, bytes done, total (for progress bars).
+pub type ByteProgress = Arc<dyn Fn(&Digest, u64, u64) + Send + Sync>;
 
 /// How to reach registries.
 #[derive(Clone)]
@@ -42,6 +47,8 @@ pub struct Options {
     pub backoff: Duration,
     /// Where progress and retry notices go.
     pub progress: Option<Progress>,
+    /// Where blob transfer byte counts go.
+    pub bytes: Option<ByteProgress>,
 }
 
 impl Default for Options {
@@ -64,6 +71,7 @@ impl Default for Options {
             max_attempts: 5,
             backoff: Duration::from_millis(250),
             progress: None,
+            bytes: None,
         }
     }
 }
@@ -122,6 +130,24 @@ impl Client {
     /// The options in force.
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// Wraps a blob stream so that its byte counts reach [`Options::bytes`]; `done` is where
+    /// the stream starts within the blob.
+    pub(crate) fn counting<R: Read>(
+        &self,
+        inner: R,
+        digest: Digest,
+        done: u64,
+        total: u64,
+    ) -> Counting<R> {
+        Counting {
+            inner,
+            digest,
+            done,
+            total,
+            sink: self.inner.options.bytes.clone(),
+        }
     }
 
     /// Sends a progress line.
@@ -414,6 +440,26 @@ impl Client {
                 other => return other,
             }
         }
+    }
+}
+
+/// A reader reporting how far a blob transfer has got.
+pub(crate) struct Counting<R> {
+    inner: R,
+    digest: Digest,
+    done: u64,
+    total: u64,
+    sink: Option<ByteProgress>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if let Some(s) = &self.sink {
+            s(&self.digest, self.done, self.total);
+        }
+        Ok(n)
     }
 }
 

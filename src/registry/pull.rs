@@ -259,7 +259,7 @@ pub fn fetch_blob(
     let url = client.url(repo, &format!("blobs/{}", desc.digest))?;
     let dir = layout.blob_dir();
     client.with_retry(&format!("GET {url}"), |_| {
-        let mut resp = open_blob(client, repo, desc)?;
+        let mut resp = client.counting(open_blob(client, repo, desc)?, desc.digest, 0, desc.size);
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-blob-")
             .tempfile_in(&dir)

@@ -109,7 +109,7 @@ fn upload_whole(
     let url = with_digest(session, &desc.digest);
     let resp = c.send(repo, scope, "PUT", &url, blob_timeout(desc.size), &|r| {
         Ok(r.header(CONTENT_TYPE, "application/octet-stream")
-            .body(open_body(src, desc, 0, desc.size)?))
+            .body(open_body(c, src, desc, 0, desc.size)?))
     })?;
     check_committed("PUT", &url, resp, &desc.digest)
 }
@@ -134,7 +134,7 @@ fn upload_chunks(
         let resp = c.send(repo, scope, "PATCH", &url, blob_timeout(len), &|r| {
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_RANGE, range.as_str())
-                .body(open_body(src, desc, offset, len)?))
+                .body(open_body(c, src, desc, offset, len)?))
         })?;
         match resp.status().as_u16() {
             202 => session = location(c, repo, &url, &resp)?,
@@ -262,12 +262,21 @@ fn send_style(
 }
 
 /// Opens `len` bytes of `src` from `offset` as a sized, streaming body.
-fn open_body(src: &BlobSource, desc: &Descriptor, offset: u64, len: u64) -> Result<Body> {
+fn open_body(
+    c: &Client,
+    src: &BlobSource,
+    desc: &Descriptor,
+    offset: u64,
+    len: u64,
+) -> Result<Body> {
     match src {
         BlobSource::File(path) => {
             let mut f = std::fs::File::open(path).at("opening", path)?;
             f.seek(SeekFrom::Start(offset)).at("seeking in", path)?;
-            Ok(Body::sized(f.take(len), len))
+            Ok(Body::sized(
+                c.counting(f.take(len), desc.digest, offset, desc.size),
+                len,
+            ))
         }
         BlobSource::Bytes(b) => {
             let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
@@ -279,7 +288,10 @@ fn open_body(src: &BlobSource, desc: &Descriptor, offset: u64, len: u64) -> Resu
         BlobSource::Remote(client, from) => {
             // Only ever opened whole (offset 0, len = size): streamed across, never on disk.
             let resp = open_blob(client, from, desc)?;
-            Ok(Body::sized(resp, len))
+            Ok(Body::sized(
+                c.counting(resp, desc.digest, 0, desc.size),
+                len,
+            ))
         }
     }
 }
