@@ -1,5 +1,7 @@
 //! hoist's integration tests: one binary, fixtures generated at run time, output read back by
 //! third-party tools (umoci, skopeo, oci-image-tool, GNU tar, Python's tarfile).
 
+mod bad_input;
 mod build;
 mod common;
+mod pyinstaller;
