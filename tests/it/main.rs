@@ -5,3 +5,4 @@ mod bad_input;
 mod build;
 mod common;
 mod pyinstaller;
+mod sources;
