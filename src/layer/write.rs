@@ -115,13 +115,9 @@ pub fn write_layer(
     let (encoder, diff_id, _) = tar_sink.finish();
     let sink = encoder.finish().map_err(out_err)?;
     let (buf, digest, size) = sink.finish();
-    buf.into_inner()
-        .map_err(|e| out_err(e.into_error()))?
-        .sync_all()
-        .map_err(out_err)?;
+    buf.into_inner().map_err(|e| out_err(e.into_error()))?;
     let path = blob_dir.join(digest.hex());
-    tmp.persist(&path)
-        .map_err(|e| Error::io("renaming into", &path, e.error))?;
+    crate::layout::persist(tmp, &path)?;
     Ok(LayerBlob {
         digest,
         diff_id,

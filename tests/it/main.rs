@@ -4,5 +4,6 @@
 mod bad_input;
 mod build;
 mod common;
+mod demo;
 mod pyinstaller;
 mod sources;
