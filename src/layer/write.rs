@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::archive::ArchiveReader;
+use crate::layer::compress::ParallelGzip;
 use crate::layer::entry::{Content, Entry, EntryKind};
 use crate::layer::plan::LayerPlan;
 use crate::media;
@@ -15,17 +16,22 @@ use crate::media;
 /// How a layer's tar stream is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip at a level from 1 to 9 (default 6).
+    /// Parallel gzip (libdeflate, 1 MiB blocks, one gzip member each) at a level from 1 to 12.
     Gzip(u32),
-    /// zstd at a level from 1 to 19 (default 3).
+    /// Single-member gzip from one thread (flate2), level 1 to 9, for first-member-only readers.
+    GzipSingle(u32),
+    /// zstd at a level from 1 to 19, multi-threaded (same bytes whatever the thread count).
     Zstd(i32),
     /// No compression.
     None,
 }
 
+/// The default parallel gzip level.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip(6)
+        Compression::Gzip(DEFAULT_GZIP_LEVEL)
     }
 }
 
@@ -35,15 +41,17 @@ impl std::str::FromStr for Compression {
         let bad = || Error::InvalidValue {
             what: "compression",
             value: s.into(),
-            reason: "expected gzip, gzip:LEVEL (1-9), zstd, zstd:LEVEL (1-19) or none",
+            reason: "expected gzip[:1-12], gzip-single[:1-9], zstd[:1-19] or none",
         };
         let (name, level) = match s.split_once(':') {
             Some((n, l)) => (n, Some(l.parse::<i32>().map_err(|_| bad())?)),
             None => (s, None),
         };
         match (name, level) {
-            ("gzip", None) => Ok(Compression::Gzip(6)),
-            ("gzip", Some(l @ 1..=9)) => Ok(Compression::Gzip(l as u32)),
+            ("gzip", None) => Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
+            ("gzip", Some(l @ 1..=12)) => Ok(Compression::Gzip(l as u32)),
+            ("gzip-single", None) => Ok(Compression::GzipSingle(6)),
+            ("gzip-single", Some(l @ 1..=9)) => Ok(Compression::GzipSingle(l as u32)),
             ("zstd", None) => Ok(Compression::Zstd(3)),
             ("zstd", Some(l @ 1..=19)) => Ok(Compression::Zstd(l)),
             ("none", None) => Ok(Compression::None),
@@ -52,22 +60,37 @@ impl std::str::FromStr for Compression {
     }
 }
 
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::Gzip(l) => write!(f, "gzip:{l}"),
+            Compression::GzipSingle(l) => write!(f, "gzip-single:{l}"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            Compression::None => f.write_str("none"),
+        }
+    }
+}
+
 impl Compression {
     /// The OCI layer media type for this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
-            Compression::Gzip(_) => media::OCI_LAYER_GZIP,
+            Compression::Gzip(_) | Compression::GzipSingle(_) => media::OCI_LAYER_GZIP,
             Compression::Zstd(_) => media::OCI_LAYER_ZSTD,
             Compression::None => media::OCI_LAYER_TAR,
         }
     }
 }
 
-/// Settings of the tar stream itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TarOptions {
+/// How a layer is written: what goes into the tar headers and how it is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOptions {
     /// Modification time written for every entry (`SOURCE_DATE_EPOCH`, else 0).
     pub mtime: u64,
+    /// The compressor.
+    pub compression: Compression,
+    /// Compression threads (the output does not depend on it).
+    pub threads: usize,
 }
 
 /// A layer written to a blob directory.
@@ -87,12 +110,7 @@ pub struct LayerBlob {
 
 /// Writes the layer of `plan` into `blob_dir` (a layout's `blobs/sha256`), named by its digest.
 /// The blob appears whole or not at all.
-pub fn write_layer(
-    plan: &LayerPlan,
-    tar_opts: TarOptions,
-    compression: Compression,
-    blob_dir: &Path,
-) -> Result<LayerBlob> {
+pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Result<LayerBlob> {
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-layer-")
         .tempfile_in(blob_dir)
@@ -100,7 +118,8 @@ pub fn write_layer(
     let file = tmp.as_file().try_clone().at("opening", tmp.path())?;
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let tar_sink = HashingWriter::new(
-        Encoder::new(compression, sink).at("starting compression for", tmp.path())?,
+        Encoder::new(opts.compression, sink, opts.threads)
+            .at("starting compression for", tmp.path())?,
     );
     let mut builder = tar::Builder::new(tar_sink);
     let mut archive = match &plan.archive {
@@ -108,7 +127,7 @@ pub fn write_layer(
         None => None,
     };
     for entry in &plan.entries {
-        append(&mut builder, entry, tar_opts, archive.as_mut(), plan)?;
+        append(&mut builder, entry, opts.mtime, archive.as_mut(), plan)?;
     }
     let out_err = |e| Error::io("writing", tmp.path(), e);
     let tar_sink = builder.into_inner().map_err(out_err)?;
@@ -122,7 +141,7 @@ pub fn write_layer(
         digest,
         diff_id,
         size,
-        media_type: compression.media_type(),
+        media_type: opts.compression.media_type(),
         path,
     })
 }
@@ -130,7 +149,7 @@ pub fn write_layer(
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
-    opts: TarOptions,
+    mtime: u64,
     archive: Option<&mut ArchiveReader>,
     plan: &LayerPlan,
 ) -> Result<()> {
@@ -138,7 +157,7 @@ fn append<W: Write>(
     header.set_mode(entry.mode);
     header.set_uid(entry.owner.uid);
     header.set_gid(entry.owner.gid);
-    header.set_mtime(opts.mtime);
+    header.set_mtime(mtime);
     header.set_size(0);
     let path = entry.tar_path();
     let out = |e: io::Error| Error::io("writing layer entry", PathBuf::from(&path), e);
@@ -231,16 +250,18 @@ impl<R: Read> Read for ExactReader<R> {
 }
 
 /// The compressor stage of the pipeline.
-enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+enum Encoder<W: Write + Send + 'static> {
+    Gzip(ParallelGzip<W>),
+    GzipSingle(flate2::write::GzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Plain(W),
 }
 
-impl<W: Write> Encoder<W> {
-    fn new(c: Compression, w: W) -> io::Result<Self> {
+impl<W: Write + Send + 'static> Encoder<W> {
+    fn new(c: Compression, w: W, threads: usize) -> io::Result<Self> {
         Ok(match c {
-            Compression::Gzip(level) => Encoder::Gzip(
+            Compression::Gzip(level) => Encoder::Gzip(ParallelGzip::new(w, level, threads)?),
+            Compression::GzipSingle(level) => Encoder::GzipSingle(
                 flate2::GzBuilder::new()
                     .mtime(0)
                     .write(w, flate2::Compression::new(level)),
@@ -248,6 +269,8 @@ impl<W: Write> Encoder<W> {
             Compression::Zstd(level) => {
                 let mut enc = zstd::stream::write::Encoder::new(w, level)?;
                 enc.include_checksum(true)?;
+                // nbWorkers >= 1 gives the same frames whatever the count.
+                enc.multithread(threads.max(1) as u32)?;
                 Encoder::Zstd(enc)
             }
             Compression::None => Encoder::Plain(w),
@@ -257,16 +280,18 @@ impl<W: Write> Encoder<W> {
     fn finish(self) -> io::Result<W> {
         match self {
             Encoder::Gzip(e) => e.finish(),
+            Encoder::GzipSingle(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
             Encoder::Plain(w) => Ok(w),
         }
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
+impl<W: Write + Send + 'static> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Encoder::Gzip(e) => e.write(buf),
+            Encoder::GzipSingle(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
             Encoder::Plain(w) => w.write(buf),
         }
@@ -274,6 +299,7 @@ impl<W: Write> Write for Encoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(e) => e.flush(),
+            Encoder::GzipSingle(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
             Encoder::Plain(w) => w.flush(),
         }
@@ -286,7 +312,18 @@ mod tests {
 
     #[test]
     fn compression_table() {
-        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip(6));
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip(DEFAULT_GZIP_LEVEL)
+        );
+        assert_eq!(
+            "gzip:12".parse::<Compression>().unwrap(),
+            Compression::Gzip(12)
+        );
+        assert_eq!(
+            "gzip-single".parse::<Compression>().unwrap(),
+            Compression::GzipSingle(6)
+        );
         assert_eq!(
             "gzip:1".parse::<Compression>().unwrap(),
             Compression::Gzip(1)
@@ -296,7 +333,14 @@ mod tests {
             Compression::Zstd(19)
         );
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-        for bad in ["gzip:0", "gzip:10", "zstd:x", "lz4", "none:1"] {
+        for bad in [
+            "gzip:0",
+            "gzip:13",
+            "gzip-single:10",
+            "zstd:x",
+            "lz4",
+            "none:1",
+        ] {
             assert!(
                 matches!(bad.parse::<Compression>(), Err(Error::InvalidValue { .. })),
                 "{bad}"

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod build;
+mod cache;
 mod common;
 mod demo;
 mod pyinstaller;
