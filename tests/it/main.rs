@@ -5,6 +5,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod common;
+mod compression;
 mod demo;
 mod pyinstaller;
 mod sources;
