@@ -149,6 +149,95 @@ pub enum Error {
         /// The cap.
         limit: u64,
     },
+    /// An HTTP request to a registry could not be sent or its answer not read.
+    #[error("{method} {url}: {source}{hint}")]
+    Http {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL (never holds credentials).
+        url: String,
+        /// What to check, when known (e.g. the CA options for a TLS failure).
+        hint: &'static str,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A registry answered with a status hoist cannot go on from.
+    #[error("{method} {url}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    RegistryStatus {
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The registry's error codes and messages (the spec's JSON envelope), if any.
+        message: String,
+        /// Seconds to wait before retrying, from `Retry-After`.
+        retry_after: Option<u64>,
+    },
+    /// A registry could not be reached at all (after retries).
+    #[error("registry {host} cannot be reached")]
+    Unreachable {
+        /// The registry host.
+        host: String,
+        /// The last error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A transfer from or to a registry broke off midway.
+    #[error("{url}: the transfer broke off: {source}")]
+    Interrupted {
+        /// The URL.
+        url: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A registry answered without something the protocol requires (a header, a field).
+    #[error("{url}: {reason}")]
+    BadResponse {
+        /// The URL.
+        url: String,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// The registry refused the credentials hoist sent.
+    #[error(
+        "authentication failed for {host}: the registry refused the credentials from {source_name}"
+    )]
+    AuthFailed {
+        /// The registry host.
+        host: String,
+        /// Where the credentials came from (never the secret itself).
+        source_name: String,
+    },
+    /// The registry wants credentials and none were found.
+    #[error("{url}: {host} requires authentication and no credentials were found (use --username and --password-stdin, or docker/podman login)")]
+    AuthRequired {
+        /// The registry host.
+        host: String,
+        /// The URL that was refused.
+        url: String,
+    },
+    /// A credential helper or credentials file could not be used.
+    #[error("credentials for {host} from {source_name}: {reason}")]
+    Credentials {
+        /// The registry host.
+        host: String,
+        /// The helper or file.
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A CA certificate file could not be used.
+    #[error("CA certificate {path}: {reason}")]
+    BadCertificate {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A build file (hoist.toml) is invalid.
     #[error("build file {path}: {message}")]
     BuildFile {

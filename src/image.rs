@@ -15,14 +15,33 @@ use crate::manifest::{
     ANNOTATION_CREATED, ANNOTATION_REF_NAME,
 };
 use crate::media;
+use crate::registry::RemoteBlob;
 
-/// A layer of an image: its descriptor and the file holding its bytes.
+/// A layer of an image: its descriptor and where its bytes live.
 #[derive(Clone, Debug)]
 pub struct Layer {
     /// Media type, digest and size.
     pub descriptor: Descriptor,
-    /// The blob file.
-    pub source: PathBuf,
+    /// Where the blob's bytes are.
+    pub source: LayerSource,
+}
+
+/// Where a layer's bytes live.
+#[derive(Clone, Debug)]
+pub enum LayerSource {
+    /// A local file (a layout blob or a freshly written layer).
+    File(PathBuf),
+    /// A blob in a registry repository, fetched only when a sink needs it.
+    Remote(RemoteBlob),
+}
+
+impl std::fmt::Display for LayerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerSource::File(p) => write!(f, "{}", p.display()),
+            LayerSource::Remote(r) => write!(f, "{r}"),
+        }
+    }
 }
 
 /// What an image was built on.
@@ -97,7 +116,7 @@ impl Image {
             .iter()
             .map(|d| Layer {
                 descriptor: d.clone(),
-                source: layout.blob_path(&d.digest),
+                source: LayerSource::File(layout.blob_path(&d.digest)),
             })
             .collect();
         let name = resolved
@@ -127,7 +146,7 @@ impl Image {
         config::add_layer(&mut self.config, &blob.diff_id, created, created_by);
         self.layers.push(Layer {
             descriptor: Descriptor::new(blob.media_type, blob.digest, blob.size),
-            source: blob.path.clone(),
+            source: LayerSource::File(blob.path.clone()),
         });
     }
 
@@ -160,7 +179,7 @@ impl Image {
             .map(|l| {
                 let mt = media::oci_layer(&l.descriptor.media_type).ok_or_else(|| {
                     Error::UnsupportedMediaType {
-                        location: l.source.display().to_string(),
+                        location: l.source.to_string(),
                         media_type: l.descriptor.media_type.clone(),
                     }
                 })?;

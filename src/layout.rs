@@ -325,7 +325,7 @@ pub struct ResolvedManifest {
 
 /// Picks the entry of an index for `platform` (the host's when none is asked for and there are
 /// several).
-fn pick_platform(
+pub(crate) fn pick_platform(
     manifests: &[Descriptor],
     platform: Option<&Platform>,
     location: &str,

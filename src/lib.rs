@@ -16,3 +16,4 @@ pub mod config;
 pub mod image;
 pub mod layout;
 pub mod reference;
+pub mod registry;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::registry::RegistryRef;
 
 /// A location of an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum ImageRef {
     Scratch,
     /// An image in an OCI image layout, by tag or (without one) the only image there.
     Layout(LayoutRef),
+    /// An image in a registry (docker's reference grammar).
+    Registry(RegistryRef),
 }
 
 /// `oci:DIR[:TAG]`.
@@ -63,18 +66,14 @@ pub fn valid_tag(t: &str) -> bool {
 }
 
 impl ImageRef {
-    /// Parses `scratch` or `oci:DIR[:TAG]`.
+    /// Parses `scratch`, `oci:DIR[:TAG]` or a registry reference (`[docker://]REF`).
     pub fn parse(value: &str) -> Result<Self> {
         if value == "scratch" {
             return Ok(ImageRef::Scratch);
         }
         match value.strip_prefix("oci:") {
             Some(rest) => Ok(ImageRef::Layout(LayoutRef::parse(rest)?)),
-            None => Err(Error::InvalidValue {
-                what: "image reference",
-                value: value.into(),
-                reason: "expected scratch or oci:DIR[:TAG] (registry references are not supported by this build)",
-            }),
+            None => Ok(ImageRef::Registry(RegistryRef::parse(value)?)),
         }
     }
 }
@@ -94,6 +93,7 @@ impl fmt::Display for ImageRef {
         match self {
             ImageRef::Scratch => f.write_str("scratch"),
             ImageRef::Layout(l) => l.fmt(f),
+            ImageRef::Registry(r) => r.fmt(f),
         }
     }
 }
@@ -112,7 +112,7 @@ mod tests {
             ("oci:x:", None),
             ("oci::tag", None),
             ("oci:x:-bad", None),
-            ("ubuntu:22.04", None),
+            ("Ubuntu:22.04", None),
         ];
         for (input, want) in cases {
             match (ImageRef::parse(input), want) {
@@ -126,5 +126,9 @@ mod tests {
             }
         }
         assert_eq!(ImageRef::parse("scratch").unwrap(), ImageRef::Scratch);
+        assert!(matches!(
+            ImageRef::parse("ubuntu:22.04"),
+            Ok(ImageRef::Registry(_))
+        ));
     }
 }

@@ -11,6 +11,7 @@ use crate::config::{parse_key_value, parse_port, ConfigEdits};
 use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
 use crate::reference::{ImageRef, LayoutRef};
+use crate::registry::RegistryRef;
 
 /// Build settings before validation, from a file or from flags.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -47,6 +48,8 @@ pub struct Settings {
     pub cache_max_size: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--push`, in order.
+    pub push: Vec<String>,
 }
 
 /// A command given either as an array or as one string.
@@ -87,6 +90,8 @@ struct BuildFile {
     #[serde(default)]
     expose: Vec<String>,
     stop_signal: Option<String>,
+    #[serde(default)]
+    push: Vec<String>,
 }
 
 fn table_pairs(path: &Path, what: &str, t: toml::Table) -> Result<Vec<(String, String)>> {
@@ -153,6 +158,7 @@ impl Settings {
             labels: table_pairs(path, "labels", file.labels)?,
             expose: file.expose,
             stop_signal: file.stop_signal,
+            push: file.push,
             ..Default::default()
         })
     }
@@ -193,6 +199,9 @@ impl Settings {
         self.env.extend(flags.env);
         self.labels.extend(flags.labels);
         self.expose.extend(flags.expose);
+        if !flags.push.is_empty() {
+            self.push = flags.push;
+        }
         self
     }
 
@@ -204,17 +213,31 @@ impl Settings {
             reason: "is required (as a flag or in the build file)",
         };
         let base = ImageRef::parse(&self.base.ok_or_else(|| missing("--base"))?)?;
-        let output = self.output.ok_or_else(|| missing("--output"))?;
-        let output = match output.strip_prefix("oci:") {
-            Some(rest) => LayoutRef::parse(rest)?,
-            None => {
-                return Err(Error::InvalidValue {
-                    what: "--output",
-                    value: output,
-                    reason: "expected oci:DIR[:TAG]",
-                })
-            }
+        if self.output.is_none() && self.push.is_empty() {
+            return Err(Error::InvalidValue {
+                what: "--output",
+                value: String::new(),
+                reason: "is required (as a flag or in the build file) unless --push is given",
+            });
+        }
+        let output = match self.output {
+            None => None,
+            Some(output) => match output.strip_prefix("oci:") {
+                Some(rest) => Some(LayoutRef::parse(rest)?),
+                None => {
+                    return Err(Error::InvalidValue {
+                        what: "--output",
+                        value: output,
+                        reason: "expected oci:DIR[:TAG]",
+                    })
+                }
+            },
         };
+        let push = self
+            .push
+            .iter()
+            .map(|p| RegistryRef::parse(p))
+            .collect::<Result<Vec<_>>>()?;
         let platform = self.platform.map(|p| p.parse()).transpose()?;
         let compression = self
             .compression
@@ -268,6 +291,7 @@ impl Settings {
             threads: crate::layer::compress::default_threads(),
             epoch,
             output,
+            push,
         })
     }
 }
@@ -325,7 +349,7 @@ owner = "1000:1000"
         };
         flags.push_env("A=9").unwrap();
         let spec = file.overlay(flags).resolve(5).unwrap();
-        assert_eq!(spec.output.tag.as_deref(), Some("x"));
+        assert_eq!(spec.output.and_then(|o| o.tag).as_deref(), Some("x"));
         assert_eq!(
             spec.edits.env,
             vec![

@@ -1,13 +1,15 @@
-//! `hoist build`: a base plus layers plus config edits, written to an OCI image layout. All
-//! inputs are checked before the output is touched.
+//! `hoist build`: a base plus layers plus config edits, written to an OCI image layout and/or
+//! pushed to registries. All inputs are checked before the output is touched.
 
 pub mod file;
+
+use std::sync::Arc;
 
 use crate::cache::{layer_key, CachedLayer, LayerCache};
 use crate::config::{self, ConfigEdits};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::Image;
+use crate::image::{Image, LayerSource};
 use crate::layer::plan::created_by;
 use crate::layer::{
     write::write_layer, Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions,
@@ -16,6 +18,11 @@ use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
 use crate::media;
 use crate::reference::{ImageRef, LayoutRef};
+use crate::registry::pull::fetch_blob;
+use crate::registry::push::{write_manifest, ManifestUpload};
+use crate::registry::source::image_from_registry;
+use crate::registry::write::BlobSource;
+use crate::registry::{for_each_parallel, Client, RegistryRef};
 
 /// A fully resolved build.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,8 +41,10 @@ pub struct BuildSpec {
     pub threads: usize,
     /// Timestamp for entries, history and `created` (seconds since the epoch).
     pub epoch: u64,
-    /// The layout to write.
-    pub output: LayoutRef,
+    /// The layout to write, if any.
+    pub output: Option<LayoutRef>,
+    /// Registries to push to (`--push`, repeatable).
+    pub push: Vec<RegistryRef>,
     /// The layer cache, unless disabled.
     pub cache: Option<CacheSettings>,
 }
@@ -47,8 +56,8 @@ pub struct Built {
     pub digest: Digest,
     /// The manifest size.
     pub size: u64,
-    /// `oci:DIR[:TAG]@sha256:…`.
-    pub reference: String,
+    /// `oci:DIR[:TAG]@sha256:…` and `REF@sha256:…`, one per destination.
+    pub references: Vec<String>,
 }
 
 /// Where the layer cache lives and how large it may grow.
@@ -72,8 +81,9 @@ enum Pending {
     },
 }
 
-/// Runs a build. `progress` receives one line per step (the library never prints).
-pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> {
+/// Runs a build. `client` reaches registries (a registry base, `--push`); `progress` receives
+/// one line per step (the library never prints).
+pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Built> {
     let opts = WriteOptions {
         mtime: spec.epoch,
         compression: spec.compression,
@@ -117,15 +127,26 @@ pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> 
             r.tag.as_deref(),
             spec.platform.as_ref(),
         )?,
+        ImageRef::Registry(r) => {
+            progress(&format!("base {r}: reading manifest and config"));
+            image_from_registry(client, r, spec.platform.as_ref())?
+        }
     };
-    let out = Layout::create(&spec.output.dir)?;
+    // New layers go into the output layout, or a staging layout when only pushing.
+    let staging;
+    let out = match &spec.output {
+        Some(o) => Layout::create(&o.dir)?,
+        None => {
+            staging = tempfile::Builder::new()
+                .prefix("hoist-build-")
+                .tempdir()
+                .map_err(|e| Error::io("creating a temp dir in", std::env::temp_dir(), e))?;
+            Layout::create(staging.path().join("layout"))?
+        }
+    };
     let _lock = out.lock()?;
-    for layer in &image.layers {
-        out.copy_blob_from(
-            &layer.source,
-            &layer.descriptor.digest,
-            layer.descriptor.size,
-        )?;
+    if spec.output.is_some() {
+        copy_base_blobs(&image, &out, client, progress)?;
     }
     let created = config::rfc3339(spec.epoch);
     for p in pending {
@@ -186,15 +207,74 @@ pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> 
     }
     image.edit(&spec.edits);
     image.stamp(&created);
-    let config_desc = out.write_document(media::OCI_CONFIG, &canonical_json(&image.config))?;
-    let manifest = image.manifest(config_desc)?;
+    let raw_config = canonical_json(&image.config);
+    let config_desc = out.write_document(media::OCI_CONFIG, &raw_config)?;
+    let manifest = image.manifest(config_desc.clone())?;
     let raw = canonical_json(&manifest);
     let mut desc: Descriptor = out.write_document(media::OCI_MANIFEST, &raw)?;
     desc.platform = image.platform();
-    out.set_tag(desc.clone(), spec.output.tag.as_deref())?;
+    let mut references = Vec::new();
+    if let Some(o) = &spec.output {
+        out.set_tag(desc.clone(), o.tag.as_deref())?;
+        references.push(format!("{o}@{}", desc.digest));
+    }
+    for dest in &spec.push {
+        progress(&format!("pushing {dest}"));
+        let upload = ManifestUpload {
+            layers: image
+                .layers
+                .iter()
+                .map(|l| (l.descriptor.clone(), blob_source(&l.source)))
+                .collect(),
+            config: (
+                config_desc.clone(),
+                BlobSource::Bytes(Arc::new(raw_config.clone())),
+            ),
+            raw_manifest: raw.clone(),
+            media_type: media::OCI_MANIFEST.into(),
+        };
+        let digest = write_manifest(client, &dest.repository, &upload, &dest.reference())?;
+        references.push(dest.with_digest(digest));
+    }
     Ok(Built {
         digest: desc.digest,
         size: desc.size,
-        reference: format!("{}@{}", spec.output, desc.digest),
+        references,
+    })
+}
+
+/// A layer's bytes as a push source (a remote base layer stays remote).
+fn blob_source(source: &LayerSource) -> BlobSource {
+    match source {
+        LayerSource::File(p) => BlobSource::File(p.clone()),
+        LayerSource::Remote(r) => r.source(),
+    }
+}
+
+/// Makes the output layout complete: base layers are copied from a layout or downloaded.
+fn copy_base_blobs(
+    image: &Image,
+    out: &Layout,
+    client: &Client,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let mut remote = Vec::new();
+    for layer in &image.layers {
+        match &layer.source {
+            LayerSource::File(p) => {
+                out.copy_blob_from(p, &layer.descriptor.digest, layer.descriptor.size)?
+            }
+            LayerSource::Remote(r) => remote.push((layer.descriptor.clone(), r.clone())),
+        }
+    }
+    if !remote.is_empty() {
+        progress(&format!(
+            "downloading {} base layers into {}",
+            remote.len(),
+            out.root().display()
+        ));
+    }
+    for_each_parallel(client.options().jobs, &remote, |(d, r)| {
+        fetch_blob(&r.client, &r.repository, d, out)
     })
 }

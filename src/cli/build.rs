@@ -9,13 +9,15 @@ use hoist::build::{self, file::epoch_from_env, file::Settings};
 use hoist::config::parse_command;
 use hoist::layer::LayerSpec;
 
+use super::registry::RegistryArgs;
+
 /// Flags of `hoist build` (each overrides the build file).
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Build file (hoist.toml); flags override it.
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     file: Option<PathBuf>,
-    /// Base image: scratch or oci:DIR[:TAG].
+    /// Base image: scratch, oci:DIR[:TAG] or a registry reference (read lazily).
     #[arg(long, value_name = "REF")]
     base: Option<String>,
     /// Platform to pick from a multi-platform base, os/arch[/variant].
@@ -63,6 +65,11 @@ pub struct BuildArgs {
     /// Where to write the image: oci:DIR[:TAG].
     #[arg(long, value_name = "oci:DIR[:TAG]")]
     output: Option<String>,
+    /// Push the image to this registry reference (repeatable).
+    #[arg(long = "push", value_name = "REF")]
+    push: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 impl BuildArgs {
@@ -78,6 +85,7 @@ impl BuildArgs {
             cache_dir: self.cache_dir.clone(),
             cache_max_size: self.cache_max_size.clone(),
             no_cache: self.no_cache,
+            push: self.push.clone(),
             expose: self.expose.clone(),
             entrypoint: self
                 .entrypoint
@@ -119,8 +127,19 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
     };
-    let built =
-        build::build(&spec, &mut progress).with_context(|| format!("building {}", spec.output))?;
-    writeln!(std::io::stdout(), "{}", built.reference)?;
+    let client = args.registry.client(quiet)?;
+    let target = spec
+        .output
+        .iter()
+        .map(|o| o.to_string())
+        .chain(spec.push.iter().map(|p| p.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let built = build::build(&spec, &client, &mut progress)
+        .with_context(|| format!("building {target}"))?;
+    let mut out = std::io::stdout().lock();
+    for r in &built.references {
+        writeln!(out, "{r}")?;
+    }
     Ok(())
 }

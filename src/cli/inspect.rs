@@ -4,15 +4,18 @@ use std::io::Write;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hoist::layout::Layout;
+use hoist::layout::{Layout, ResolvedManifest};
 use hoist::manifest::{parse_json, Platform};
 use hoist::reference::ImageRef;
+use hoist::registry::pull::resolve_image;
 use serde_json::{json, Value};
+
+use super::registry::RegistryArgs;
 
 /// Flags of `hoist inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The image: oci:DIR[:TAG].
+    /// The image: oci:DIR[:TAG] or a registry reference.
     #[arg(value_name = "REF")]
     reference: String,
     /// Platform to pick from a multi-platform image.
@@ -21,18 +24,44 @@ pub struct InspectArgs {
     /// Print {"reference","digest","manifest","config"} as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Reads the image `reference` names: from a layout, or from a registry (manifest and config
+/// only).
+fn resolve(
+    reference: &ImageRef,
+    platform: Option<&Platform>,
+    registry: &RegistryArgs,
+    quiet: bool,
+) -> anyhow::Result<ResolvedManifest> {
+    match reference {
+        ImageRef::Scratch => bail!("scratch has nothing to inspect"),
+        ImageRef::Layout(r) => Ok(Layout::open(&r.dir)?
+            .resolve(r.tag.as_deref(), platform)
+            .with_context(|| format!("reading {r}"))?),
+        ImageRef::Registry(r) => {
+            let client = registry.client(quiet)?;
+            let img = resolve_image(&client, &r.repository, &r.reference(), platform)
+                .with_context(|| format!("reading {r}"))?;
+            let mut descriptor = img.manifest_raw.descriptor();
+            descriptor.platform = img.platform;
+            Ok(ResolvedManifest {
+                descriptor,
+                raw_manifest: img.manifest_raw.raw,
+                manifest: img.manifest,
+                raw_config: img.raw_config,
+            })
+        }
+    }
 }
 
 /// Runs `hoist inspect`.
-pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let ImageRef::Layout(r) = ImageRef::parse(&args.reference)? else {
-        bail!("scratch has nothing to inspect")
-    };
+pub fn run(args: InspectArgs, quiet: bool) -> anyhow::Result<()> {
+    let r = ImageRef::parse(&args.reference)?;
     let platform: Option<Platform> = args.platform.as_deref().map(str::parse).transpose()?;
-    let layout = Layout::open(&r.dir)?;
-    let resolved = layout
-        .resolve(r.tag.as_deref(), platform.as_ref())
-        .with_context(|| format!("reading {r}"))?;
+    let resolved = resolve(&r, platform.as_ref(), &args.registry, quiet)?;
     let manifest: Value = parse_json(&resolved.raw_manifest, "manifest", &r.to_string())?;
     let config: Value = parse_json(&resolved.raw_config, "config", &r.to_string())?;
     let mut out = std::io::stdout().lock();

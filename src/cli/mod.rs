@@ -3,6 +3,9 @@
 
 mod build;
 mod inspect;
+mod pull;
+mod push;
+mod registry;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +22,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an image from a base, layers and config edits into an OCI image layout.
+    /// Build an image from a base, layers and config edits into an OCI layout and/or registries.
     Build(build::BuildArgs),
-    /// Show the manifest, config and layers of an image in an OCI image layout.
+    /// Show the manifest, config and layers of an image (OCI layout or registry).
     Inspect(inspect::InspectArgs),
+    /// Push an image or index from an OCI image layout to a registry.
+    Push(push::PushArgs),
+    /// Pull an image (every blob; every platform unless --platform) into an OCI image layout.
+    Pull(pull::PullArgs),
 }
 
 impl Cli {
@@ -37,7 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Build(args) => build::run(args, quiet),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => inspect::run(args, quiet),
+        Command::Push(args) => push::run(args, quiet),
+        Command::Pull(args) => pull::run(args, quiet),
     }
 }
 

@@ -1,0 +1,509 @@
+//! The registry client: one HTTP client per registry host (TLS roots from the system, `--ca-file`
+//! and `certs.d`), the scheme (HTTPS unless the host is insecure or loopback and answers plain
+//! HTTP), authentication attached to every request, and bounded retries with backoff.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::blocking::{RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+
+use crate::error::{Error, Result};
+use crate::registry::auth::{fetch_token, Challenge, Scope};
+use crate::registry::credentials::{self, Credentials};
+use crate::registry::name::Repository;
+
+/// Receives progress lines (the library never prints).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How to reach registries.
+#[derive(Clone)]
+pub struct Options {
+    /// Hosts (`host` or `host:port`) that may be reached over plain HTTP or unverified TLS.
+    pub insecure: Vec<String>,
+    /// An extra CA certificate (PEM) trusted for every registry.
+    pub ca_file: Option<PathBuf>,
+    /// Directories holding `HOST[:PORT]/*.crt` CA files (docker and containers `certs.d`).
+    pub certs_dirs: Vec<PathBuf>,
+    /// Credentials given on the command line; they win over every file.
+    pub credentials: Option<Credentials>,
+    /// Blobs transferred at once.
+    pub jobs: usize,
+    /// Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks.
+    pub monolithic_max: u64,
+    /// The size of one PATCH chunk.
+    pub chunk_size: u64,
+    /// Attempts per request before giving up (the first one included).
+    pub max_attempts: u32,
+    /// The first backoff delay; it doubles per attempt.
+    pub backoff: Duration,
+    /// Where progress and retry notices go.
+    pub progress: Option<Progress>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut certs_dirs = vec![
+            PathBuf::from("/etc/containers/certs.d"),
+            PathBuf::from("/etc/docker/certs.d"),
+        ];
+        if let Some(h) = credentials::home() {
+            certs_dirs.push(h.join(".config/containers/certs.d"));
+        }
+        Options {
+            insecure: Vec::new(),
+            ca_file: None,
+            certs_dirs,
+            credentials: None,
+            jobs: 4,
+            monolithic_max: 32 << 20,
+            chunk_size: 16 << 20,
+            max_attempts: 5,
+            backoff: Duration::from_millis(250),
+            progress: None,
+        }
+    }
+}
+
+/// A registry client; clones share hosts, connections and tokens.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    tokens: Mutex<HashMap<(String, Vec<String>), String>>,
+}
+
+/// What hoist knows about one registry host.
+pub(crate) struct Host {
+    /// `http://host:port` or `https://host:port`.
+    pub base: String,
+    /// The host:port.
+    pub name: String,
+    /// The HTTP client (TLS roots for this host).
+    pub http: reqwest::blocking::Client,
+    challenge: Challenge,
+    credentials: Option<Credentials>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("registry::Client")
+    }
+}
+
+/// True for hosts on the loopback interface (plain HTTP allowed by default).
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
+}
+
+impl Client {
+    /// A client with `options`.
+    pub fn new(options: Options) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                options,
+                hosts: Mutex::new(HashMap::new()),
+                tokens: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Sends a progress line.
+    pub(crate) fn progress(&self, line: &str) {
+        if let Some(p) = &self.inner.options.progress {
+            p(line);
+        }
+    }
+
+    fn insecure(&self, host: &str) -> bool {
+        self.inner
+            .options
+            .insecure
+            .iter()
+            .any(|h| h == host || host.split(':').next() == Some(h.as_str()))
+    }
+
+    /// The host state of `repo`'s registry, discovering scheme and authentication on first use
+    /// (under the lock, so parallel transfers discover a host once). A host that cannot be
+    /// reached after the retries is [`Error::Unreachable`], which is not retried again.
+    pub(crate) fn host(&self, repo: &Repository) -> Result<Arc<Host>> {
+        let name = repo.api_host().to_string();
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hosts.get(&name) {
+            return Ok(h.clone());
+        }
+        let host = Arc::new(self.discover(&name, &repo.registry).map_err(|e| match e {
+            e if is_transient(&e) => Error::Unreachable {
+                host: name.clone(),
+                source: Box::new(e),
+            },
+            e => e,
+        })?);
+        hosts.insert(name, host.clone());
+        Ok(host)
+    }
+
+    /// Builds the HTTP client for `name`, picks the scheme and reads the `/v2/` challenge.
+    fn discover(&self, name: &str, registry: &str) -> Result<Host> {
+        let insecure = self.insecure(name);
+        let http = self.http_client(name, insecure)?;
+        let mut base = format!("https://{name}");
+        let mut answer = None;
+        if insecure || is_loopback(name) {
+            // Plain HTTP first; a TLS server answers it with 400 (or drops it), then HTTPS.
+            let url = format!("http://{name}/v2/");
+            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(30)).send() {
+                if r.status().as_u16() != 400 {
+                    base = format!("http://{name}");
+                    answer = Some(r);
+                }
+            }
+        }
+        let answer = match answer {
+            Some(a) => a,
+            None => {
+                let url = format!("{base}/v2/");
+                self.with_retry(&format!("reaching {name}"), |_| {
+                    let r = http
+                        .get(&url)
+                        .timeout(Duration::from_secs(60))
+                        .send()
+                        .map_err(|e| http_error("GET", &url, e))?;
+                    match r.status().as_u16() {
+                        s @ (408 | 429 | 500..=599) => Err(status_error("GET", &url, s, r)),
+                        _ => Ok(r),
+                    }
+                })?
+            }
+        };
+        let challenge = match answer.status().as_u16() {
+            401 => answer
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(Challenge::parse)
+                .unwrap_or(Challenge::Basic),
+            _ => Challenge::None,
+        };
+        let credentials = match &self.inner.options.credentials {
+            Some(c) => Some(c.clone()),
+            None if challenge != Challenge::None => credentials::lookup(registry)?,
+            None => None,
+        };
+        Ok(Host {
+            base,
+            name: name.into(),
+            http,
+            challenge,
+            credentials,
+        })
+    }
+
+    fn http_client(&self, name: &str, insecure: bool) -> Result<reqwest::blocking::Client> {
+        let mut certs = Vec::new();
+        if let Some(ca) = &self.inner.options.ca_file {
+            certs.extend(read_pem(ca)?);
+        }
+        for dir in &self.inner.options.certs_dirs {
+            let host_dir = dir.join(name);
+            let Ok(entries) = std::fs::read_dir(&host_dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+                .collect();
+            files.sort();
+            for f in files {
+                certs.extend(read_pem(&f)?);
+            }
+        }
+        let mut b = reqwest::blocking::Client::builder()
+            .timeout(None::<Duration>)
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(insecure);
+        if !certs.is_empty() {
+            b = b.tls_certs_merge(certs);
+        }
+        b.build().map_err(|source| Error::Http {
+            method: "CONNECT",
+            url: name.into(),
+            hint: "",
+            source,
+        })
+    }
+
+    /// The `Authorization` value for `scope` on `host`, fetching (or reusing) a token.
+    fn authorization(&self, host: &Host, scope: &Scope, fresh: bool) -> Result<Option<String>> {
+        match &host.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => Ok(host.credentials.as_ref().map(Credentials::basic_header)),
+            Challenge::Bearer { realm, service, .. } => {
+                let key = (host.name.clone(), scope.strings());
+                if !fresh {
+                    if let Some(t) = self
+                        .inner
+                        .tokens
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&key)
+                    {
+                        return Ok(Some(format!("Bearer {t}")));
+                    }
+                }
+                let token = fetch_token(
+                    &host.http,
+                    &host.name,
+                    realm,
+                    service.as_deref(),
+                    &key.1,
+                    host.credentials.as_ref(),
+                )?;
+                self.inner
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, token.clone());
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// Sends one request with authentication for `scope`. `build` adds headers and body; it
+    /// runs again (re-opening any body) when a fresh token is needed. A 401 that survives a fresh
+    /// token is an authentication error; other statuses are the caller's to judge.
+    pub(crate) fn send(
+        &self,
+        repo: &Repository,
+        scope: &Scope,
+        method: &'static str,
+        url: &str,
+        timeout: Duration,
+        build: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let host = self.host(repo)?;
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        for fresh in [false, true] {
+            let mut req = host.http.request(m.clone(), url).timeout(timeout);
+            if let Some(a) = self.authorization(&host, scope, fresh)? {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let resp = build(req)?.send().map_err(|e| http_error(method, url, e))?;
+            if resp.status().as_u16() != 401 {
+                return Ok(resp);
+            }
+            if !fresh && matches!(host.challenge, Challenge::Bearer { .. }) {
+                continue;
+            }
+            break;
+        }
+        Err(match &host.credentials {
+            Some(c) => Error::AuthFailed {
+                host: host.name.clone(),
+                source_name: c.source.clone(),
+            },
+            None => Error::AuthRequired {
+                host: host.name.clone(),
+                url: url.into(),
+            },
+        })
+    }
+
+    /// `base + path` for `repo`'s registry.
+    pub(crate) fn url(&self, repo: &Repository, path: &str) -> Result<String> {
+        Ok(format!("{}/v2/{}/{path}", self.host(repo)?.base, repo.path))
+    }
+
+    /// Resolves a `Location` header (absolute or relative) against the registry.
+    pub(crate) fn absolute(&self, repo: &Repository, location: &str) -> Result<String> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return Ok(location.into());
+        }
+        Ok(format!("{}{location}", self.host(repo)?.base))
+    }
+
+    /// Runs `f` until it succeeds, fails with an error that is not transient, or the attempts
+    /// run out; waits `Retry-After` or an exponential backoff between attempts.
+    pub(crate) fn with_retry<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(u32) -> Result<T>,
+    ) -> Result<T> {
+        let o = &self.inner.options;
+        let mut attempt = 0;
+        loop {
+            match f(attempt) {
+                Err(e) if attempt + 1 < o.max_attempts.max(1) && is_transient(&e) => {
+                    let wait = match &e {
+                        Error::RegistryStatus {
+                            retry_after: Some(s),
+                            ..
+                        } => Duration::from_secs((*s).min(60)),
+                        _ => o
+                            .backoff
+                            .saturating_mul(1 << attempt.min(6))
+                            .min(Duration::from_secs(8)),
+                    };
+                    self.progress(&format!(
+                        "{what}: {e}; retrying in {:.1}s",
+                        wait.as_secs_f64()
+                    ));
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// True for errors worth another attempt: connection failures, 408, 429 and 5xx.
+pub(crate) fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Http { hint, .. } => hint.is_empty(),
+        Error::Interrupted { .. } => true,
+        Error::RegistryStatus { status, .. } => matches!(status, 408 | 429 | 500..=599),
+        _ => false,
+    }
+}
+
+/// Maps a transport error, with a hint when it looks like a certificate problem.
+pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error) -> Error {
+    let chain = format!("{source:?}");
+    let tls = url.starts_with("https://")
+        && (chain.contains("certificate")
+            || chain.contains("Certificate")
+            || chain.contains("UnknownIssuer"));
+    Error::Http {
+        method,
+        url: url.into(),
+        hint: if tls {
+            " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)"
+        } else {
+            ""
+        },
+        source,
+    }
+}
+
+/// An unexpected status, with the registry's error envelope (`{"errors":[{code,message}]}`).
+pub(crate) fn status_error(method: &'static str, url: &str, status: u16, resp: Response) -> Error {
+    use std::io::Read;
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let mut raw = Vec::new();
+    let _ = resp.take(64 << 10).read_to_end(&mut raw);
+    let message = serde_json::from_slice::<serde_json::Value>(&raw)
+        .ok()
+        .and_then(|v| {
+            let errs = v["errors"]
+                .as_array()?
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["code"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    )
+                    .trim()
+                    .to_string()
+                })
+                .collect::<Vec<_>>();
+            Some(errs.join("; "))
+        })
+        .unwrap_or_default();
+    Error::RegistryStatus {
+        method,
+        url: url.into(),
+        status,
+        message,
+        retry_after,
+    }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&raw).map_err(|e| Error::BadCertificate {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(Error::BadCertificate {
+            path: path.into(),
+            reason: "no PEM certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "ghcr.io",
+            "10.0.0.1:5000",
+            "registry.internal:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn transient_errors() {
+        let st = |status| Error::RegistryStatus {
+            method: "GET",
+            url: "u".into(),
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        assert!(is_transient(&st(503)) && is_transient(&st(429)) && is_transient(&st(408)));
+        assert!(!is_transient(&st(404)) && !is_transient(&st(400)));
+        assert!(!is_transient(&Error::AuthFailed {
+            host: "h".into(),
+            source_name: "s".into()
+        }));
+    }
+
+    #[test]
+    fn bad_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a certificate").unwrap();
+        assert!(matches!(read_pem(&p), Err(Error::BadCertificate { .. })));
+    }
+}

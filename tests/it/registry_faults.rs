@@ -1,0 +1,227 @@
+//! Faults between hoist and the real registry, injected by a small proxy: 503 twice, 429 with
+//! `Retry-After: 1`, a connection reset mid-upload, a lost answer to a final PUT, a registry
+//! that refuses chunked uploads — the push succeeds; a blob whose bytes do not match its digest —
+//! the pull fails naming the digest and leaves no blob behind.
+
+use std::fs;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::common::*;
+use crate::registry_harness::*;
+
+/// A counter-based rule: the first `n` requests matching `pred` get `fault`.
+fn first_n(
+    n: usize,
+    pred: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+    fault: Fault,
+) -> impl Fn(&str, &str) -> Fault + Send + Sync + 'static {
+    let count = Arc::new(AtomicUsize::new(0));
+    move |m: &str, p: &str| {
+        if pred(m, p) && count.fetch_add(1, Ordering::SeqCst) < n {
+            fault.clone()
+        } else {
+            Fault::Pass
+        }
+    }
+}
+
+fn faulted(seen: &[String]) -> usize {
+    seen.iter().filter(|l| !l.ends_with("-> Pass")).count()
+}
+
+#[test]
+fn registry_push_survives_503_429_and_resets() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", &"x".repeat(5000));
+    let src = format!("oci:{}:1", layout.display());
+
+    // 503 twice on the manifest PUT, then it passes.
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(
+            2,
+            |m, p| m == "PUT" && p.contains("/manifests/"),
+            Fault::Respond(503, vec![]),
+        ),
+    );
+    let r = run(hoist_in(home).args(["push", &src, &format!("{}/f/a:1", p.host)]));
+    r.ok();
+    assert_eq!(faulted(&p.seen()), 2, "{:#?}", p.seen());
+    assert!(r.stderr().contains("HTTP 503"), "{}", r.stderr());
+
+    // 429 with Retry-After: 1 on the first upload start: honoured.
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(
+            1,
+            |m, p| m == "POST" && p.contains("/blobs/uploads/"),
+            Fault::Respond(429, vec![("Retry-After", "1".into())]),
+        ),
+    );
+    let start = Instant::now();
+    run(hoist_in(home).args(["push", "--jobs", "1", &src, &format!("{}/f/b:1", p.host)])).ok();
+    assert!(
+        start.elapsed().as_millis() >= 1000,
+        "Retry-After not honoured: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(faulted(&p.seen()), 1);
+
+    // The connection is reset halfway through a monolithic blob upload.
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(
+            1,
+            |m, p| m == "PUT" && p.contains("/blobs/uploads/"),
+            Fault::ResetMidBody,
+        ),
+    );
+    run(hoist_in(home).args(["push", &src, &format!("{}/f/c:1", p.host)])).ok();
+    assert_eq!(faulted(&p.seen()), 1);
+
+    // ... and halfway through a PATCH chunk of a chunked upload.
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(1, |m, _| m == "PATCH", Fault::ResetMidBody),
+    );
+    run(hoist_in(home)
+        .env("HOIST_MONOLITHIC_MAX", "100")
+        .env("HOIST_CHUNK_SIZE", "1000")
+        .args(["push", &src, &format!("{}/f/d:1", p.host)]))
+    .ok();
+    assert_eq!(faulted(&p.seen()), 1);
+    let pulled = home.join("pulled");
+    run(hoist_in(home)
+        .arg("pull")
+        .arg(format!("{}/f/d:1", reg.host))
+        .arg(format!("oci:{}", pulled.display())))
+    .ok();
+}
+
+#[test]
+fn registry_lost_final_put_is_followed_by_a_head() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "landed\n");
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(
+            1,
+            |m, p| m == "PUT" && p.contains("/blobs/uploads/"),
+            Fault::DropResponse,
+        ),
+    );
+    run(hoist_in(home)
+        .args(["push", "--jobs", "1"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/g/a:1", p.host)))
+    .ok();
+    let seen = p.seen();
+    let dropped = seen
+        .iter()
+        .position(|l| l.ends_with("DropResponse"))
+        .unwrap();
+    assert!(
+        seen[dropped + 1].starts_with("HEAD /v2/g/a/blobs/sha256:"),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.starts_with("PUT /v2/g/a/blobs/uploads/"))
+            .count(),
+        2,
+        "one PUT per blob: {seen:#?}"
+    );
+}
+
+#[test]
+fn registry_refused_chunked_upload_falls_back_to_monolithic() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", &"y".repeat(3000));
+    let p = FaultProxy::start(&reg.host, |m: &str, _: &str| {
+        if m == "PATCH" {
+            Fault::Respond(405, vec![])
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = run(hoist_in(home)
+        .env("HOIST_MONOLITHIC_MAX", "10")
+        .args(["push"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/h/a:1", p.host)));
+    r.ok();
+    assert!(
+        r.stderr().contains("refused a chunked (PATCH) upload"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn registry_pull_refuses_a_blob_that_does_not_match_its_digest() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    let digest = scratch_image(home, &layout, "1", "linux/amd64", "genuine\n");
+    run(hoist_in(home)
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(reg.r("v/a:1")))
+    .ok();
+    let layer = blob_json(&layout, &digest)["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l2 = layer.clone();
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        if m == "GET" && path.ends_with(&l2) {
+            Fault::CorruptBody
+        } else {
+            Fault::Pass
+        }
+    });
+    let dest = home.join("pulled");
+    let r = run(hoist_in(home)
+        .arg("pull")
+        .arg(format!("{}/v/a:1", p.host))
+        .arg(format!("oci:{}:1", dest.display())));
+    r.fails_with(1, &[&layer]);
+    let left: Vec<String> = fs::read_dir(dest.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.contains(&layer.strip_prefix("sha256:").unwrap().to_string()),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().all(|f| !f.starts_with(".tmp")),
+        "temp files left: {left:?}"
+    );
+    assert!(
+        !dest.join("index.json").exists()
+            || !fs::read_to_string(dest.join("index.json"))
+                .unwrap()
+                .contains(&digest)
+    );
+}
