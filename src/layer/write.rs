@@ -180,41 +180,31 @@ fn append<W: Write>(
             header.set_entry_type(tar::EntryType::Link);
             builder.append_link(&mut header, &path, target).map_err(out)
         }
-        (EntryKind::File { size }, Content::File(src)) => {
+        (EntryKind::File { size }, content) => {
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(*size);
-            let file = File::open(src).at("opening", src)?;
+            let (src, reader): (&Path, Box<dyn Read + '_>) = match (content, archive) {
+                (Content::File(src), _) => (src, Box::new(File::open(src).at("opening", src)?)),
+                (Content::Archive(offset), Some(archive)) => (
+                    &plan.spec.src,
+                    Box::new(archive.at(*offset, *size).at("reading", &plan.spec.src)?),
+                ),
+                _ => {
+                    return Err(Error::BadArchive {
+                        archive: plan.spec.src.clone(),
+                        message: format!("{path}: no content"),
+                    })
+                }
+            };
             let reader = ExactReader {
-                inner: file,
+                inner: reader,
                 remaining: *size,
-                path: src.clone(),
+                path: src.to_path_buf(),
             };
             builder
                 .append_data(&mut header, &path, reader)
                 .map_err(|e| Error::io("reading", src, e))
         }
-        (EntryKind::File { size }, Content::Archive(offset)) => {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(*size);
-            let src = plan.spec.src.clone();
-            let archive = archive.ok_or_else(|| Error::BadArchive {
-                archive: src.clone(),
-                message: "archive reader missing".into(),
-            })?;
-            let reader = archive.at(*offset, *size).at("reading", &src)?;
-            let reader = ExactReader {
-                inner: reader,
-                remaining: *size,
-                path: src.clone(),
-            };
-            builder
-                .append_data(&mut header, &path, reader)
-                .map_err(|e| Error::io("reading", &src, e))
-        }
-        (EntryKind::File { .. }, Content::None) => Err(Error::BadArchive {
-            archive: plan.spec.src.clone(),
-            message: format!("{path}: no content"),
-        }),
     }
 }
 
