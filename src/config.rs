@@ -98,33 +98,36 @@ pub fn platform_of(config: &Value) -> Option<Platform> {
     })
 }
 
-fn object<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !v.get(key).is_some_and(Value::is_object) {
-        v[key] = json!({});
-    }
-    match v.get_mut(key) {
-        Some(Value::Object(m)) => m,
-        _ => unreachable!("just set to an object"),
-    }
+/// Runs `f` on the object at `key` of `m`, which becomes an empty object first when it is missing
+/// or is not an object.
+fn edit_object(m: &mut Map<String, Value>, key: &str, f: impl FnOnce(&mut Map<String, Value>)) {
+    let mut inner = match m.remove(key) {
+        Some(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
+    f(&mut inner);
+    m.insert(key.to_string(), Value::Object(inner));
 }
 
-fn array<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
-    if !v.get(key).is_some_and(Value::is_array) {
-        v[key] = json!([]);
-    }
-    match v.get_mut(key) {
-        Some(Value::Array(a)) => a,
-        _ => unreachable!("just set to an array"),
-    }
+/// Runs `f` on the top-level object of a config document (made an object when it is not).
+fn edit_root(config: &mut Value, f: impl FnOnce(&mut Map<String, Value>)) {
+    let mut root = match config.take() {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    f(&mut root);
+    *config = Value::Object(root);
 }
 
 impl ConfigEdits {
     /// Applies the edits to a config document.
     pub fn apply(&self, config: &mut Value) {
-        if !config.is_object() {
-            *config = json!({});
-        }
-        let c = object(config, "config");
+        edit_root(config, |root| {
+            edit_object(root, "config", |c| self.apply_to(c))
+        });
+    }
+
+    fn apply_to(&self, c: &mut Map<String, Value>) {
         if let Some(ep) = &self.entrypoint {
             c.insert("Entrypoint".into(), json!(ep));
             if self.cmd.is_none() {
@@ -167,27 +170,19 @@ impl ConfigEdits {
             c.insert("StopSignal".into(), json!(s));
         }
         if !self.labels.is_empty() {
-            let labels = object_in(c, "Labels");
-            for (k, v) in &self.labels {
-                labels.insert(k.clone(), json!(v));
-            }
+            edit_object(c, "Labels", |labels| {
+                for (k, v) in &self.labels {
+                    labels.insert(k.clone(), json!(v));
+                }
+            });
         }
         if !self.expose.is_empty() {
-            let ports = object_in(c, "ExposedPorts");
-            for p in &self.expose {
-                ports.insert(p.clone(), json!({}));
-            }
+            edit_object(c, "ExposedPorts", |ports| {
+                for p in &self.expose {
+                    ports.insert(p.clone(), json!({}));
+                }
+            });
         }
-    }
-}
-
-fn object_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    if !m.get(key).is_some_and(Value::is_object) {
-        m.insert(key.into(), json!({}));
-    }
-    match m.get_mut(key) {
-        Some(Value::Object(o)) => o,
-        _ => unreachable!("just set to an object"),
     }
 }
 
@@ -236,16 +231,24 @@ pub fn expand(value: &str, env: &[String]) -> String {
 
 /// Appends a layer's diff_id and a history entry describing it.
 pub fn add_layer(config: &mut Value, diff_id: &Digest, created: &str, created_by: &str) {
-    let rootfs = object(config, "rootfs");
-    rootfs.insert("type".into(), json!("layers"));
-    let ids = rootfs.entry("diff_ids").or_insert_with(|| json!([]));
-    if let Value::Array(a) = ids {
-        a.push(json!(diff_id.to_string()));
-    } else {
-        *ids = json!([diff_id.to_string()]);
-    }
-    array(config, "history")
-        .push(json!({"created": created, "created_by": created_by, "comment": "hoist"}));
+    let entry = json!({"created": created, "created_by": created_by, "comment": "hoist"});
+    edit_root(config, |root| {
+        edit_object(root, "rootfs", |rootfs| {
+            rootfs.insert("type".into(), json!("layers"));
+            push_to_array(rootfs, "diff_ids", json!(diff_id.to_string()));
+        });
+        push_to_array(root, "history", entry);
+    });
+}
+
+/// Appends to the array at `key` (made an array first when it is missing or is not one).
+fn push_to_array(m: &mut Map<String, Value>, key: &str, item: Value) {
+    let mut items = match m.remove(key) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
+    items.push(item);
+    m.insert(key.to_string(), Value::Array(items));
 }
 
 /// The number of layers a config's `rootfs.diff_ids` lists.
@@ -258,7 +261,9 @@ pub fn diff_id_count(config: &Value) -> usize {
 
 /// Sets the config's creation time.
 pub fn set_created(config: &mut Value, created: &str) {
-    config["created"] = json!(created);
+    edit_root(config, |root| {
+        root.insert("created".into(), json!(created));
+    });
 }
 
 /// Formats seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).

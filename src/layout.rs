@@ -184,10 +184,7 @@ impl Layout {
                 size: count,
             });
         }
-        tmp.as_file().sync_all().at("syncing", tmp.path())?;
-        tmp.persist(&dest)
-            .map_err(|e| Error::io("renaming into", &dest, e.error))?;
-        Ok(())
+        persist(tmp, &dest)
     }
 
     /// Points `tag` at `desc` in `index.json`, replacing any entry with that tag and keeping the
@@ -365,9 +362,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .at("creating a temp file in", dir)?;
     tmp.write_all(bytes).at("writing", tmp.path())?;
-    tmp.as_file().sync_all().at("syncing", tmp.path())?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("renaming into", path, e.error))?;
+    persist(tmp, path)
+}
+
+/// Makes a finished temp file world-readable (temp files start as 0600), syncs it and renames
+/// it to `dest`.
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = tmp.as_file();
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .at("setting the mode of", tmp.path())?;
+    file.sync_all().at("syncing", tmp.path())?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io("renaming into", dest, e.error))?;
     Ok(())
 }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::build::BuildSpec;
+use crate::build::{BuildSpec, CacheSettings};
+use crate::cache::{parse_size, LayerCache, DEFAULT_MAX_BYTES};
 use crate::config::{parse_key_value, parse_port, ConfigEdits};
 use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
@@ -41,6 +42,12 @@ pub struct Settings {
     pub expose: Vec<String>,
     /// `--stop-signal`.
     pub stop_signal: Option<String>,
+    /// `--cache-dir` (else `HOIST_CACHE_DIR`, `$XDG_CACHE_HOME/hoist`, `~/.cache/hoist`).
+    pub cache_dir: Option<PathBuf>,
+    /// `--cache-max-size` (else `HOIST_CACHE_MAX_SIZE`, else 10G).
+    pub cache_max_size: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
     /// `--push`, in order.
     pub push: Vec<String>,
 }
@@ -152,6 +159,7 @@ impl Settings {
             expose: file.expose,
             stop_signal: file.stop_signal,
             push: file.push,
+            ..Default::default()
         })
     }
 
@@ -184,6 +192,9 @@ impl Settings {
         pick(&mut self.workdir, flags.workdir);
         pick(&mut self.user, flags.user);
         pick(&mut self.stop_signal, flags.stop_signal);
+        pick(&mut self.cache_dir, flags.cache_dir);
+        pick(&mut self.cache_max_size, flags.cache_max_size);
+        self.no_cache |= flags.no_cache;
         self.layers.extend(flags.layers);
         self.env.extend(flags.env);
         self.labels.extend(flags.labels);
@@ -247,7 +258,22 @@ impl Settings {
                 });
             }
         }
+        let cache = if self.no_cache {
+            None
+        } else {
+            let max = self
+                .cache_max_size
+                .or_else(|| std::env::var("HOIST_CACHE_MAX_SIZE").ok());
+            let max_bytes = max
+                .map(|m| parse_size(&m))
+                .transpose()?
+                .unwrap_or(DEFAULT_MAX_BYTES);
+            self.cache_dir
+                .or_else(LayerCache::default_dir)
+                .map(|dir| CacheSettings { dir, max_bytes })
+        };
         Ok(BuildSpec {
+            cache,
             base,
             platform,
             layers: self.layers,
@@ -262,6 +288,7 @@ impl Settings {
                 stop_signal: self.stop_signal,
             },
             compression,
+            threads: crate::layer::compress::default_threads(),
             epoch,
             output,
             push,

@@ -3,13 +3,17 @@
 
 pub mod file;
 
-use crate::config::{self, ConfigEdits};
-use crate::digest::Digest;
 use std::sync::Arc;
 
+use crate::cache::{layer_key, CachedLayer, LayerCache};
+use crate::config::{self, ConfigEdits};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Image, LayerSource};
-use crate::layer::{write::write_layer, Compression, LayerPlan, LayerSpec, TarOptions};
+use crate::layer::plan::created_by;
+use crate::layer::{
+    write::write_layer, Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions,
+};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
 use crate::media;
@@ -33,12 +37,16 @@ pub struct BuildSpec {
     pub edits: ConfigEdits,
     /// Layer compression.
     pub compression: Compression,
+    /// Compression threads.
+    pub threads: usize,
     /// Timestamp for entries, history and `created` (seconds since the epoch).
     pub epoch: u64,
     /// The layout to write, if any.
     pub output: Option<LayoutRef>,
     /// Registries to push to (`--push`, repeatable).
     pub push: Vec<RegistryRef>,
+    /// The layer cache, unless disabled.
+    pub cache: Option<CacheSettings>,
 }
 
 /// What a build produced.
@@ -52,15 +60,66 @@ pub struct Built {
     pub references: Vec<String>,
 }
 
+/// Where the layer cache lives and how large it may grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The cache directory.
+    pub dir: std::path::PathBuf,
+    /// Bound on its blob bytes.
+    pub max_bytes: u64,
+}
+
+/// A layer to add: found in the cache, or to be built from its plan.
+enum Pending {
+    Cached {
+        spec: LayerSpec,
+        layer: CachedLayer,
+    },
+    Build {
+        plan: Box<LayerPlan>,
+        key: Option<Digest>,
+    },
+}
+
 /// Runs a build. `client` reaches registries (a registry base, `--push`); `progress` receives
 /// one line per step (the library never prints).
 pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Built> {
+    let opts = WriteOptions {
+        mtime: spec.epoch,
+        compression: spec.compression,
+        threads: spec.threads,
+    };
+    let cache = spec
+        .cache
+        .as_ref()
+        .and_then(|c| match LayerCache::open(&c.dir, c.max_bytes) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                progress(&format!("warning: layer cache disabled: {e}"));
+                None
+            }
+        });
     // Everything that can be checked without writing is checked first.
-    let plans = spec
-        .layers
-        .iter()
-        .map(LayerPlan::new)
-        .collect::<Result<Vec<_>>>()?;
+    let mut pending = Vec::with_capacity(spec.layers.len());
+    for layer in &spec.layers {
+        let key = match &cache {
+            Some(_) => layer_key(layer, &opts)?,
+            None => None,
+        };
+        let hit = key
+            .as_ref()
+            .and_then(|k| cache.as_ref().and_then(|c| c.lookup(k)));
+        pending.push(match hit {
+            Some(cached) => Pending::Cached {
+                spec: layer.clone(),
+                layer: cached,
+            },
+            None => Pending::Build {
+                plan: Box::new(LayerPlan::new(layer)?),
+                key,
+            },
+        });
+    }
     let mut image = match &spec.base {
         ImageRef::Scratch => Image::scratch(spec.platform.as_ref().unwrap_or(&Platform::host())),
         ImageRef::Layout(r) => Image::from_layout(
@@ -90,21 +149,61 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
         copy_base_blobs(&image, &out, client, progress)?;
     }
     let created = config::rfc3339(spec.epoch);
-    let tar_opts = TarOptions { mtime: spec.epoch };
-    for plan in &plans {
-        progress(&format!(
-            "layer {} -> {} ({} entries, {} bytes)",
-            plan.spec.src.display(),
-            plan.spec.dest,
-            plan.entries.len(),
-            plan.content_size()
-        ));
-        let blob = write_layer(plan, tar_opts, spec.compression, &out.blob_dir())?;
-        progress(&format!(
-            "  {} ({} bytes compressed)",
-            blob.digest, blob.size
-        ));
-        image.push_layer(&blob, &created, &plan.created_by());
+    for p in pending {
+        let (blob, created_by) = match p {
+            Pending::Cached {
+                spec: layer,
+                layer: cached,
+            } => {
+                let cache = cache.as_ref().ok_or_else(|| {
+                    Error::io(
+                        "reading",
+                        &layer.src,
+                        std::io::Error::other("cache vanished"),
+                    )
+                })?;
+                let path = cache.materialize(&cached, &out)?;
+                progress(&format!(
+                    "layer {} -> {}: cached {}",
+                    layer.src.display(),
+                    layer.dest,
+                    cached.digest
+                ));
+                let media_type =
+                    media::oci_layer(&cached.media_type).unwrap_or(media::OCI_LAYER_GZIP);
+                let blob = LayerBlob {
+                    digest: cached.digest,
+                    diff_id: cached.diff_id,
+                    size: cached.size,
+                    media_type,
+                    path,
+                };
+                (blob, created_by(&layer))
+            }
+            Pending::Build { plan, key } => {
+                progress(&format!(
+                    "layer {} -> {} ({} entries, {} bytes)",
+                    plan.spec.src.display(),
+                    plan.spec.dest,
+                    plan.entries.len(),
+                    plan.content_size()
+                ));
+                let blob = write_layer(&plan, opts, &out.blob_dir())?;
+                progress(&format!(
+                    "  {} ({} bytes compressed)",
+                    blob.digest, blob.size
+                ));
+                if let (Some(cache), Some(key)) = (&cache, key) {
+                    if let Err(e) = cache.store(&key, &blob) {
+                        progress(&format!(
+                            "warning: cannot store the layer in the cache: {e}"
+                        ));
+                    }
+                }
+                (blob, created_by(&plan.spec))
+            }
+        };
+        image.push_layer(&blob, &created, &created_by);
     }
     image.edit(&spec.edits);
     image.stamp(&created);

@@ -53,6 +53,15 @@ pub struct BuildArgs {
     /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or none.
     #[arg(long, value_name = "ALGO")]
     compression: Option<String>,
+    /// Layer cache directory (default $HOIST_CACHE_DIR, $XDG_CACHE_HOME/hoist or ~/.cache/hoist).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Bound on the cache's size, e.g. 10G (default $HOIST_CACHE_MAX_SIZE or 10G).
+    #[arg(long, value_name = "SIZE")]
+    cache_max_size: Option<String>,
+    /// Build every layer without the cache (and store nothing in it).
+    #[arg(long)]
+    no_cache: bool,
     /// Where to write the image: oci:DIR[:TAG].
     #[arg(long, value_name = "oci:DIR[:TAG]")]
     output: Option<String>,
@@ -73,6 +82,9 @@ impl BuildArgs {
             workdir: self.workdir.clone(),
             user: self.user.clone(),
             stop_signal: self.stop_signal.clone(),
+            cache_dir: self.cache_dir.clone(),
+            cache_max_size: self.cache_max_size.clone(),
+            no_cache: self.no_cache,
             push: self.push.clone(),
             expose: self.expose.clone(),
             entrypoint: self

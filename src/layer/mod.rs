@@ -2,6 +2,7 @@
 //! `tree`, `archive`) apart from how it is serialised (`write`).
 
 pub mod archive;
+pub mod compress;
 pub mod entry;
 pub mod plan;
 pub mod spec;
@@ -11,4 +12,4 @@ pub mod write;
 pub use entry::{Entry, EntryKind, Owner};
 pub use plan::LayerPlan;
 pub use spec::LayerSpec;
-pub use write::{Compression, LayerBlob, TarOptions};
+pub use write::{Compression, LayerBlob, WriteOptions};

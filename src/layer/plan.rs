@@ -97,18 +97,19 @@ impl LayerPlan {
             .sum()
     }
 
-    /// Short description for the image history, e.g. `hoist layer dist/app -> /opt/app`.
+    /// Short description for the image history, e.g. `hoist layer app -> /opt/app`.
     pub fn created_by(&self) -> String {
-        let mut s = format!(
-            "hoist layer {} -> {}",
-            display_name(&self.spec.src),
-            self.spec.dest
-        );
-        if let Some(o) = self.spec.owner {
-            s.push_str(&format!(" (owner {}:{})", o.uid, o.gid));
-        }
-        s
+        created_by(&self.spec)
     }
+}
+
+/// The history line of a layer built from `spec`.
+pub fn created_by(spec: &LayerSpec) -> String {
+    let mut s = format!("hoist layer {} -> {}", display_name(&spec.src), spec.dest);
+    if let Some(o) = spec.owner {
+        s.push_str(&format!(" (owner {}:{})", o.uid, o.gid));
+    }
+    s
 }
 
 fn display_name(p: &Path) -> String {

@@ -80,6 +80,11 @@ pub fn hoist_bin() -> PathBuf {
 pub fn hoist() -> Command {
     let mut c = Command::new(hoist_bin());
     c.env_remove("SOURCE_DATE_EPOCH");
+    // Keep the layer cache of the tests away from the user's own.
+    c.env(
+        "HOIST_CACHE_DIR",
+        std::env::temp_dir().join(format!("hoist-test-cache-{}", std::process::id())),
+    );
     c
 }
 

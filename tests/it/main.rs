@@ -1,10 +1,16 @@
 //! hoist's integration tests: one binary, fixtures generated at run time, output read back by
 //! third-party tools (umoci, skopeo, oci-image-tool, GNU tar, Python's tarfile).
 
+mod bad_input;
 mod build;
+mod cache;
 mod common;
+mod compression;
+mod demo;
+mod pyinstaller;
 mod registry;
 mod registry_auth;
 mod registry_faults;
 mod registry_harness;
 mod registry_tls;
+mod sources;
