@@ -374,6 +374,25 @@ owner = "1000:1000"
     }
 
     #[test]
+    fn push_alone_is_a_destination() {
+        let s = Settings {
+            base: Some("ghcr.io/acme/base:1".into()),
+            push: vec!["localhost:5000/app:1".into(), "ghcr.io/acme/app".into()],
+            ..Default::default()
+        };
+        let spec = s.resolve(0).unwrap();
+        assert!(spec.output.is_none());
+        assert!(matches!(spec.base, ImageRef::Registry(_)));
+        assert_eq!(spec.push[1].to_string(), "ghcr.io/acme/app:latest");
+        let bad = Settings {
+            base: Some("scratch".into()),
+            push: vec!["Bad//Ref".into()],
+            ..Default::default()
+        };
+        assert!(matches!(bad.resolve(0), Err(Error::InvalidValue { .. })));
+    }
+
+    #[test]
     fn missing_output_is_an_error() {
         let s = Settings {
             base: Some("scratch".into()),

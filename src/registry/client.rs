@@ -633,6 +633,33 @@ mod tests {
     }
 
     #[test]
+    fn status_errors_carry_the_spec_envelope_and_retry_after() {
+        let body = r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+        let resp = http::Response::builder()
+            .status(429)
+            .header("Retry-After", "7")
+            .body(body)
+            .unwrap();
+        match status_error("PUT", "http://r/v2/x/manifests/1", 429, resp.into()) {
+            Error::RegistryStatus {
+                status: 429,
+                retry_after: Some(7),
+                message,
+                url,
+                ..
+            } => {
+                assert_eq!(message, "DENIED requested access to the resource is denied");
+                assert_eq!(url, "http://r/v2/x/manifests/1");
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = http::Response::builder().status(500).body("oops").unwrap();
+        assert!(
+            matches!(status_error("GET", "u", 500, resp.into()), Error::RegistryStatus { retry_after: None, ref message, .. } if message.is_empty())
+        );
+    }
+
+    #[test]
     fn bad_ca_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");
