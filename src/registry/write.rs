@@ -137,7 +137,8 @@ fn upload_chunks(
                 .body(open_body(c, src, desc, offset, len)?))
         })?;
         match resp.status().as_u16() {
-            202 => session = location(c, repo, &url, &resp)?,
+            // The spec says 202; some registries answer 204 (any 2xx with a Location will do).
+            200..=299 => session = location(c, repo, &url, &resp)?,
             s => return Err(status_error("PATCH", &url, s, resp)),
         }
         offset += len;
