@@ -62,33 +62,30 @@ impl Registry {
         let dir = tempdir();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
-        let mut extra = String::new();
-        match setup {
-            Setup::Plain => {}
+        // (`http:` block additions, top-level `auth:` block)
+        let (http_tls, auth) = match setup {
+            Setup::Plain => (String::new(), String::new()),
             Setup::Htpasswd(user, pass) => {
                 let hash = bcrypt::hash(pass, 4).unwrap();
                 fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
-                extra.push_str(&format!(
+                let auth = format!(
                     "auth:\n  htpasswd:\n    realm: hoist-test\n    path: {}\n",
                     dir.path().join("htpasswd").display()
-                ));
+                );
+                (String::new(), auth)
             }
             Setup::Tls => {
                 make_certs(dir.path());
-                extra.push_str(&format!(
+                let tls = format!(
                     "  tls:\n    certificate: {}\n    key: {}\n",
                     dir.path().join("server.crt").display(),
                     dir.path().join("server.key").display()
-                ));
+                );
+                (tls, String::new())
             }
-        }
-        let http_tls = if extra.starts_with("  tls") {
-            std::mem::take(&mut extra)
-        } else {
-            String::new()
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{http_tls}{extra}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{http_tls}{auth}",
             dir.path().join("storage").display()
         );
         fs::write(dir.path().join("config.yml"), config).unwrap();
