@@ -20,32 +20,38 @@ pub fn pull(
     platform: Option<&Platform>,
 ) -> Result<Descriptor> {
     let repo = &src.repository;
+    let root = get_manifest(client, repo, &src.reference())?;
+    // Only once the source answered is the destination created.
     let layout = Layout::create(&dest.dir)?;
     let _lock = layout.lock()?;
-    let root = get_manifest(client, repo, &src.reference())?;
-    let mut desc = if media::is_index(&root.media_type) && platform.is_none() {
-        let loc = format!("{repo}@{}", root.digest);
-        let index: Index = parse_json(&root.raw, "index", &loc)?;
-        for child in &index.manifests {
-            let raw = get_manifest(client, repo, &child.digest.to_string())?;
-            if raw.digest != child.digest {
-                return Err(Error::DigestMismatch {
-                    location: loc.clone(),
-                    expected: child.digest.to_string(),
-                    found: raw.digest.to_string(),
-                    size: raw.raw.len() as u64,
+    let mut desc = match platform {
+        None if media::is_index(&root.media_type) => {
+            let loc = format!("{repo}@{}", root.digest);
+            let index: Index = parse_json(&root.raw, "index", &loc)?;
+            for child in &index.manifests {
+                // Fetched by digest, so verified against the index entry.
+                let raw = get_manifest(client, repo, &child.digest.to_string())?;
+                store_image(client, repo, &raw, &layout)?;
+            }
+            store_document(&layout, &root)?
+        }
+        None => store_image(client, repo, &root, &layout)?,
+        Some(want) => {
+            let resolved = resolve_image(client, repo, &root.digest.to_string(), Some(want))?;
+            let loc = format!("{repo}@{}", resolved.manifest.config.digest);
+            let config: serde_json::Value = parse_json(&resolved.raw_config, "config", &loc)?;
+            let have = crate::config::platform_of(&config);
+            if let Some(h) = have.as_ref().filter(|h| !want.matches(h)) {
+                return Err(Error::PlatformNotFound {
+                    location: src.to_string(),
+                    platform: want.to_string(),
+                    available: h.to_string(),
                 });
             }
-            store_image(client, repo, &raw, &layout)?;
+            let mut d = store_image(client, repo, &resolved.manifest_raw, &layout)?;
+            d.platform = resolved.platform.or(have);
+            d
         }
-        store_document(&layout, &root)?
-    } else if media::is_index(&root.media_type) {
-        let resolved = resolve_image(client, repo, &root.digest.to_string(), platform)?;
-        let mut d = store_image(client, repo, &resolved.manifest_raw, &layout)?;
-        d.platform = resolved.platform;
-        d
-    } else {
-        store_image(client, repo, &root, &layout)?
     };
     desc.annotations.clear();
     layout.set_tag(desc.clone(), dest.tag.as_deref())?;

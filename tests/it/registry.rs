@@ -400,6 +400,19 @@ fn registry_errors_name_the_reference() {
         .arg(reg.r("nothing/here:1"))
         .arg(format!("oci:{}", home.join("x").display())));
     r.fails_with(1, &["nothing/here", "404", "MANIFEST_UNKNOWN"]);
+    assert!(!home.join("x").exists(), "a failed pull creates no layout");
+    // --platform that the (single-platform) image does not have.
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "amd64 only\n");
+    run(hoist_in(home)
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(reg.r("one/img:1")))
+    .ok();
+    let r = run(hoist_in(home)
+        .args(["pull", "--platform", "linux/arm64", &reg.r("one/img:1")])
+        .arg(format!("oci:{}", home.join("y").display())));
+    r.fails_with(1, &["linux/arm64", "available: linux/amd64"]);
     let r = run(hoist_in(home).args(["pull", "Bad//Ref", "oci:x"]));
     r.fails_with(1, &["Bad//Ref"]);
     let r = run(hoist_in(home).args(["push", "--jobs", "0", "oci:x", "r/x"]));
