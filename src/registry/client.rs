@@ -212,39 +212,54 @@ impl Client {
         Ok(new)
     }
 
+    /// GET `{base}/v2/`, with retries on transient failures when `retry`.
+    fn ping(
+        &self,
+        http: &reqwest::blocking::Client,
+        base: &str,
+        name: &str,
+        retry: bool,
+    ) -> Result<Response> {
+        let url = format!("{base}/v2/");
+        let once = |_| {
+            let r = http
+                .get(&url)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .map_err(|e| http_error("GET", &url, e))?;
+            match r.status().as_u16() {
+                s @ (408 | 429 | 500..=599) => Err(status_error("GET", &url, s, r)),
+                _ => Ok(r),
+            }
+        };
+        match retry {
+            true => self.with_retry(&format!("reaching {name}"), once),
+            false => once(0),
+        }
+    }
+
     /// Builds the HTTP client for `name`, picks the scheme and reads the `/v2/` challenge.
     fn discover(&self, name: &str, registry: &str) -> Result<Host> {
         let insecure = self.insecure(name);
         let http = self.http_client(name, insecure)?;
-        let mut base = format!("https://{name}");
-        let mut answer = None;
-        if insecure || is_loopback(name) {
-            // Plain HTTP first; a TLS server answers it with 400 (or drops it), then HTTPS.
-            let url = format!("http://{name}/v2/");
-            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(30)).send() {
-                if r.status().as_u16() != 400 {
-                    base = format!("http://{name}");
-                    answer = Some(r);
+        // HTTPS first, always. Plain HTTP only for insecure or loopback hosts, and only when the
+        // HTTPS attempt shows the server does not speak TLS (or, for an insecure host, cannot be
+        // reached over TLS at all): a TLS server with an untrusted certificate fails clearly
+        // instead of being retried in plain text.
+        let plain_allowed = insecure || is_loopback(name);
+        let (base, answer) =
+            match self.ping(&http, &format!("https://{name}"), name, !plain_allowed) {
+                Ok(a) => (format!("https://{name}"), a),
+                Err(e)
+                    if plain_allowed
+                        && matches!(e, Error::Http { hint, .. } if hint != UNTRUSTED_HINT) =>
+                {
+                    let base = format!("http://{name}");
+                    let a = self.ping(&http, &base, name, true)?;
+                    (base, a)
                 }
-            }
-        }
-        let answer = match answer {
-            Some(a) => a,
-            None => {
-                let url = format!("{base}/v2/");
-                self.with_retry(&format!("reaching {name}"), |_| {
-                    let r = http
-                        .get(&url)
-                        .timeout(Duration::from_secs(60))
-                        .send()
-                        .map_err(|e| http_error("GET", &url, e))?;
-                    match r.status().as_u16() {
-                        s @ (408 | 429 | 500..=599) => Err(status_error("GET", &url, s, r)),
-                        _ => Ok(r),
-                    }
-                })?
-            }
-        };
+                Err(e) => return Err(e),
+            };
         let challenge = match answer.status().as_u16() {
             401 => answer
                 .headers()
@@ -473,6 +488,9 @@ pub(crate) fn is_transient(e: &Error) -> bool {
     }
 }
 
+const UNTRUSTED_HINT: &str = " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)";
+const PLAIN_HTTP_HINT: &str = " (the registry does not answer TLS; if it serves plain HTTP, pass --insecure-registry HOST:PORT)";
+
 /// Maps a transport error, with a hint when it looks like a certificate problem.
 pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error) -> Error {
     let chain = format!("{source:?}");
@@ -491,8 +509,8 @@ pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error
         method,
         url: url.into(),
         hint: match (https, untrusted, plain) {
-            (true, true, _) => " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)",
-            (true, _, true) => " (the registry does not answer TLS; if it serves plain HTTP, pass --insecure-registry HOST:PORT)",
+            (true, true, _) => UNTRUSTED_HINT,
+            (true, _, true) => PLAIN_HTTP_HINT,
             _ => "",
         },
         source,
