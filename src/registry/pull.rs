@@ -199,7 +199,9 @@ pub fn get_document(
     })
 }
 
-/// Opens a blob for streaming (redirects to storage are followed).
+/// Opens a blob for streaming. Registries often redirect blob GETs to object storage
+/// (S3/GCS presigned URLs); reqwest follows them and drops `Authorization` when the host
+/// changes, which those URLs require (they carry their own signature).
 pub fn open_blob(
     client: &Client,
     repo: &Repository,

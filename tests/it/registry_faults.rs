@@ -270,3 +270,46 @@ fn registry_oversized_manifest_and_wrong_returned_digest_are_refused() {
         .arg(format!("{}/d/m:1", p.host)));
     r.fails_with(1, &[&wrong, "/manifests/1"]);
 }
+
+#[test]
+fn registry_blob_redirects_to_storage_are_followed() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "redirected\n");
+    run(hoist_in(home)
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(reg.r("rd/a:1")))
+    .ok();
+    // The proxy answers every blob GET with a redirect to "storage" (the registry itself).
+    let upstream = reg.host.clone();
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        if m == "GET" && path.contains("/blobs/sha256:") {
+            Fault::Respond(307, vec![("Location", format!("http://{upstream}{path}"))])
+        } else {
+            Fault::Pass
+        }
+    });
+    let dest = home.join("pulled");
+    run(hoist_in(home)
+        .arg("pull")
+        .arg(format!("{}/rd/a:1", p.host))
+        .arg(format!("oci:{}:1", dest.display())))
+    .ok();
+    assert_eq!(
+        p.seen().iter().filter(|l| l.contains("307")).count(),
+        2,
+        "config and layer redirected"
+    );
+    assert_eq!(
+        reg.requests()
+            .iter()
+            .filter(|l| l.starts_with("GET /v2/rd/a/blobs/") && l.ends_with(" 200"))
+            .count(),
+        2
+    );
+}
