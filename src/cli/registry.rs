@@ -37,6 +37,9 @@ pub struct RegistryArgs {
     /// The size of one PATCH chunk.
     #[arg(long, hide = true, env = "HOIST_CHUNK_SIZE")]
     chunk_size: Option<u64>,
+    /// Seconds one request may take before it is retried.
+    #[arg(long, hide = true, env = "HOIST_TIMEOUT_SECS")]
+    timeout_secs: Option<u64>,
     /// The first retry delay in milliseconds.
     #[arg(long, hide = true, env = "HOIST_RETRY_BACKOFF_MS")]
     retry_backoff_ms: Option<u64>,
@@ -62,6 +65,9 @@ impl RegistryArgs {
         }
         if let Some(c) = self.chunk_size {
             o.chunk_size = c.max(1);
+        }
+        if let Some(t) = self.timeout_secs {
+            o.timeout = Duration::from_secs(t.max(1));
         }
         if let Some(b) = self.retry_backoff_ms {
             o.backoff = Duration::from_millis(b);

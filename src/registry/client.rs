@@ -45,6 +45,9 @@ pub struct Options {
     pub max_attempts: u32,
     /// The first backoff delay; it doubles per attempt.
     pub backoff: Duration,
+    /// The time one request may take before it counts as failed (and is retried); blob
+    /// transfers get one second more per MiB, manifest-sized requests at most two minutes.
+    pub timeout: Duration,
     /// Where progress and retry notices go.
     pub progress: Option<Progress>,
     /// Where blob transfer byte counts go.
@@ -70,6 +73,7 @@ impl Default for Options {
             chunk_size: 16 << 20,
             max_attempts: 5,
             backoff: Duration::from_millis(250),
+            timeout: Duration::from_secs(300),
             progress: None,
             bytes: None,
         }
@@ -150,6 +154,16 @@ impl Client {
         }
     }
 
+    /// The timeout of a request without a large body.
+    pub(crate) fn doc_timeout(&self) -> Duration {
+        self.inner.options.timeout.min(Duration::from_secs(120))
+    }
+
+    /// The timeout of a request moving `size` bytes of blob.
+    pub(crate) fn blob_timeout(&self, size: u64) -> Duration {
+        self.inner.options.timeout + Duration::from_secs(size >> 20)
+    }
+
     /// Sends a progress line.
     pub(crate) fn progress(&self, line: &str) {
         if let Some(p) = &self.inner.options.progress {
@@ -224,7 +238,7 @@ impl Client {
         let once = |_| {
             let r = http
                 .get(&url)
-                .timeout(Duration::from_secs(60))
+                .timeout(self.doc_timeout())
                 .send()
                 .map_err(|e| http_error("GET", &url, e))?;
             match r.status().as_u16() {

@@ -3,7 +3,6 @@
 //! and size, rename).
 
 use std::io::{self, Read};
-use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
@@ -46,7 +45,7 @@ pub fn get_manifest(client: &Client, repo: &Repository, reference: &str) -> Resu
             &Scope::pull(&repo.path),
             "GET",
             &url,
-            Duration::from_secs(120),
+            client.doc_timeout(),
             &|r| Ok(r.header(ACCEPT, ACCEPT_MANIFESTS)),
         )?;
         let status = resp.status().as_u16();
@@ -213,18 +212,13 @@ pub fn open_blob(
         &Scope::pull(&repo.path),
         "GET",
         &url,
-        blob_timeout(desc.size),
+        client.blob_timeout(desc.size),
         &Ok,
     )?;
     match resp.status().as_u16() {
         200 => Ok(resp),
         s => Err(status_error("GET", &url, s, resp)),
     }
-}
-
-/// A generous whole-transfer timeout for `size` bytes (at least 5 minutes, then 1 MiB/s).
-pub(crate) fn blob_timeout(size: u64) -> Duration {
-    Duration::from_secs(300 + size / (1 << 20))
 }
 
 fn verify(location: &str, desc: &Descriptor, found: Digest, size: u64) -> Result<()> {

@@ -6,7 +6,6 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::blocking::Body;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
@@ -17,7 +16,7 @@ use crate::manifest::Descriptor;
 use crate::registry::auth::Scope;
 use crate::registry::client::{status_error, Client};
 use crate::registry::name::Repository;
-use crate::registry::pull::{blob_timeout, open_blob};
+use crate::registry::pull::open_blob;
 
 /// Where the bytes of a blob to push come from. Each attempt opens them afresh.
 #[derive(Clone, Debug)]
@@ -49,13 +48,12 @@ enum Started {
     Upload(String),
 }
 
-const DOC_TIMEOUT: Duration = Duration::from_secs(120);
 const DIGEST_HEADER: &str = "Docker-Content-Digest";
 
 /// HEAD `/blobs/<digest>`: true when the registry has the blob.
 fn blob_exists(c: &Client, repo: &Repository, scope: &Scope, digest: &Digest) -> Result<bool> {
     let url = c.url(repo, &format!("blobs/{digest}"))?;
-    let resp = c.send(repo, scope, "HEAD", &url, DOC_TIMEOUT, &Ok)?;
+    let resp = c.send(repo, scope, "HEAD", &url, c.doc_timeout(), &Ok)?;
     match resp.status().as_u16() {
         200 => Ok(true),
         404 => Ok(false),
@@ -75,7 +73,7 @@ fn mount_blob(
         repo,
         &format!("blobs/uploads/?mount={digest}&from={}", from.path),
     )?;
-    let resp = c.send(repo, scope, "POST", &url, DOC_TIMEOUT, &|r| {
+    let resp = c.send(repo, scope, "POST", &url, c.doc_timeout(), &|r| {
         Ok(r.header(CONTENT_LENGTH, 0))
     })?;
     match resp.status().as_u16() {
@@ -88,7 +86,7 @@ fn mount_blob(
 /// POST `/blobs/uploads/`: opens an upload session and returns its URL.
 fn initiate_upload(c: &Client, repo: &Repository, scope: &Scope) -> Result<String> {
     let url = c.url(repo, "blobs/uploads/")?;
-    let resp = c.send(repo, scope, "POST", &url, DOC_TIMEOUT, &|r| {
+    let resp = c.send(repo, scope, "POST", &url, c.doc_timeout(), &|r| {
         Ok(r.header(CONTENT_LENGTH, 0))
     })?;
     match resp.status().as_u16() {
@@ -107,7 +105,7 @@ fn upload_whole(
     src: &BlobSource,
 ) -> Result<()> {
     let url = with_digest(session, &desc.digest);
-    let resp = c.send(repo, scope, "PUT", &url, blob_timeout(desc.size), &|r| {
+    let resp = c.send(repo, scope, "PUT", &url, c.blob_timeout(desc.size), &|r| {
         Ok(r.header(CONTENT_TYPE, "application/octet-stream")
             .body(open_body(c, src, desc, 0, desc.size)?))
     })?;
@@ -131,7 +129,7 @@ fn upload_chunks(
         let len = chunk.max(1).min(desc.size - offset);
         let range = format!("{offset}-{}", offset + len - 1);
         let url = session.clone();
-        let resp = c.send(repo, scope, "PATCH", &url, blob_timeout(len), &|r| {
+        let resp = c.send(repo, scope, "PATCH", &url, c.blob_timeout(len), &|r| {
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_RANGE, range.as_str())
                 .body(open_body(c, src, desc, offset, len)?))
@@ -155,7 +153,7 @@ fn commit_upload(
     digest: &Digest,
 ) -> Result<()> {
     let url = with_digest(session, digest);
-    let resp = c.send(repo, scope, "PUT", &url, DOC_TIMEOUT, &|r| {
+    let resp = c.send(repo, scope, "PUT", &url, c.doc_timeout(), &|r| {
         Ok(r.header(CONTENT_LENGTH, 0))
     })?;
     check_committed("PUT", &url, resp, digest)
@@ -174,7 +172,7 @@ pub(crate) fn put_manifest(
     let digest = Digest::of(raw);
     c.with_retry(&format!("PUT {url}"), |_| {
         let body = raw.to_vec();
-        let resp = c.send(repo, &scope, "PUT", &url, DOC_TIMEOUT, &|r| {
+        let resp = c.send(repo, &scope, "PUT", &url, c.doc_timeout(), &|r| {
             Ok(r.header(CONTENT_TYPE, media_type).body(body.clone()))
         })?;
         check_committed("PUT", &url, resp, &digest)

@@ -146,6 +146,49 @@ fn registry_lost_final_put_is_followed_by_a_head() {
 }
 
 #[test]
+fn registry_timed_out_final_put_is_followed_by_a_head() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", "slow answer\n");
+    let p = FaultProxy::start(
+        &reg.host,
+        first_n(
+            1,
+            |m, p| m == "PUT" && p.contains("/blobs/uploads/"),
+            Fault::Stall(std::time::Duration::from_secs(3)),
+        ),
+    );
+    let start = Instant::now();
+    let r = run(hoist_in(home)
+        .env("HOIST_TIMEOUT_SECS", "1")
+        .args(["push", "--jobs", "1"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/s/a:1", p.host)));
+    r.ok();
+    assert!(
+        start.elapsed().as_secs() < 3,
+        "the stalled PUT was not timed out"
+    );
+    let seen = p.seen();
+    let stalled = seen.iter().position(|l| l.contains("Stall")).unwrap();
+    assert!(
+        seen[stalled + 1].starts_with("HEAD /v2/s/a/blobs/sha256:"),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.starts_with("PUT /v2/s/a/blobs/uploads/"))
+            .count(),
+        2,
+        "the timed-out blob was found by HEAD, not uploaded again: {seen:#?}"
+    );
+}
+
+#[test]
 fn registry_refused_chunked_upload_falls_back_to_monolithic() {
     let Some(reg) = Registry::start(Setup::Plain) else {
         return;

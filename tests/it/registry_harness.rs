@@ -293,6 +293,8 @@ pub enum Fault {
     DropResponse,
     /// Forward it and flip the last byte of the response body.
     CorruptBody,
+    /// Forward it, then hold the answer back this long (the client times out; the request landed).
+    Stall(Duration),
 }
 
 /// A fault-injecting HTTP/1.1 proxy (one request per connection) in front of `upstream`.
@@ -437,6 +439,7 @@ fn serve(
     up.read_to_end(&mut resp)?;
     match fault {
         Fault::DropResponse => return client.shutdown(Shutdown::Both),
+        Fault::Stall(d) => std::thread::sleep(d),
         Fault::CorruptBody => {
             let body_start = resp
                 .windows(4)
