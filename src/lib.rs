@@ -11,6 +11,7 @@ pub mod media;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub mod build;
+pub mod check;
 pub mod config;
 pub mod image;
 pub mod layout;

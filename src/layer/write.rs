@@ -192,6 +192,13 @@ fn append<W: Write>(
                 .append_data(&mut header, &path, reader)
                 .map_err(|e| Error::io("reading", &src, e))
         }
+        (EntryKind::File { size }, Content::Bytes(bytes)) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+            builder
+                .append_data(&mut header, &path, &bytes[..])
+                .map_err(out)
+        }
         (EntryKind::File { .. }, Content::None) => Err(Error::BadArchive {
             archive: plan.spec.src.clone(),
             message: format!("{path}: no content"),
