@@ -10,6 +10,7 @@ pub mod media;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub mod browsers;
 pub mod build;
 pub mod check;
 pub mod config;

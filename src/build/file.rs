@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::build::accounts::{MkDir, UserAdd};
 use crate::build::BuildSpec;
 use crate::config::{parse_key_value, parse_port, ConfigEdits};
 use crate::error::{Error, Result};
@@ -40,6 +41,14 @@ pub struct Settings {
     pub expose: Vec<String>,
     /// `--stop-signal`.
     pub stop_signal: Option<String>,
+    /// `--user-add`, in order.
+    pub users: Vec<UserAdd>,
+    /// `--mkdir`, in order.
+    pub mkdirs: Vec<MkDir>,
+    /// `--check` (`error`, `warn`, `off`).
+    pub check: Option<String>,
+    /// `--browsers SRC[:DEST]`: a Playwright browsers folder or tarball.
+    pub browsers: Option<String>,
 }
 
 /// A command given either as an array or as one string.
@@ -80,6 +89,12 @@ struct BuildFile {
     #[serde(default)]
     expose: Vec<String>,
     stop_signal: Option<String>,
+    #[serde(default)]
+    user_add: Vec<UserAdd>,
+    #[serde(default)]
+    mkdir: Vec<MkDir>,
+    check: Option<String>,
+    browsers: Option<String>,
 }
 
 fn table_pairs(path: &Path, what: &str, t: toml::Table) -> Result<Vec<(String, String)>> {
@@ -146,6 +161,21 @@ impl Settings {
             labels: table_pairs(path, "labels", file.labels)?,
             expose: file.expose,
             stop_signal: file.stop_signal,
+            users: file
+                .user_add
+                .into_iter()
+                .map(|u| u.validate().map(|_| u))
+                .collect::<Result<_>>()?,
+            mkdirs: file
+                .mkdir
+                .into_iter()
+                .map(|d| d.validate().map(|_| d))
+                .collect::<Result<_>>()?,
+            check: file.check,
+            browsers: file.browsers.map(|b| match b.split_once(":/") {
+                Some((src, dest)) => format!("{}:/{dest}", rebase_path(dir, src.into()).display()),
+                None => rebase_path(dir, b.into()).display().to_string(),
+            }),
         })
     }
 
@@ -178,6 +208,10 @@ impl Settings {
         pick(&mut self.workdir, flags.workdir);
         pick(&mut self.user, flags.user);
         pick(&mut self.stop_signal, flags.stop_signal);
+        pick(&mut self.check, flags.check);
+        pick(&mut self.browsers, flags.browsers);
+        self.users.extend(flags.users);
+        self.mkdirs.extend(flags.mkdirs);
         self.layers.extend(flags.layers);
         self.env.extend(flags.env);
         self.labels.extend(flags.labels);
@@ -187,13 +221,39 @@ impl Settings {
 
     /// Validates everything and produces the build to run. `epoch` is the timestamp to use.
     pub fn resolve(self, epoch: u64) -> Result<BuildSpec> {
+        self.resolve_with(epoch, true)
+    }
+
+    /// Like [`Settings::resolve`] for `hoist check`, which writes nothing: `--output` may be
+    /// missing (the spec then names the current folder, and nothing uses it).
+    pub fn resolve_for_check(self, epoch: u64) -> Result<BuildSpec> {
+        self.resolve_with(epoch, false)
+    }
+
+    fn resolve_with(mut self, epoch: u64, need_output: bool) -> Result<BuildSpec> {
         let missing = |what: &'static str| Error::InvalidValue {
             what,
             value: String::new(),
             reason: "is required (as a flag or in the build file)",
         };
         let base = ImageRef::parse(&self.base.ok_or_else(|| missing("--base"))?)?;
-        let output = self.output.ok_or_else(|| missing("--output"))?;
+        if let Some(b) = self.browsers.take() {
+            let (src, dest) = match b.split_once(":/") {
+                Some((src, dest)) => (src.to_string(), format!("/{dest}")),
+                None => (b.clone(), DEFAULT_BROWSERS_PATH.to_string()),
+            };
+            let spec = LayerSpec::new(src, dest.trim_end_matches('/').to_string());
+            spec.validate()?;
+            // Before the user's own env, so an explicit PLAYWRIGHT_BROWSERS_PATH still wins.
+            self.env
+                .insert(0, ("PLAYWRIGHT_BROWSERS_PATH".into(), spec.dest.clone()));
+            self.layers.push(spec);
+        }
+        let output = match self.output {
+            Some(o) => o,
+            None if !need_output => "oci:.".to_string(),
+            None => return Err(missing("--output")),
+        };
         let output = match output.strip_prefix("oci:") {
             Some(rest) => LayoutRef::parse(rest)?,
             None => {
@@ -224,10 +284,18 @@ impl Settings {
                 });
             }
         }
+        let check = self
+            .check
+            .map(|c| c.parse())
+            .transpose()?
+            .unwrap_or_default();
         Ok(BuildSpec {
             base,
             platform,
             layers: self.layers,
+            users: self.users,
+            mkdirs: self.mkdirs,
+            check,
             edits: ConfigEdits {
                 entrypoint: self.entrypoint,
                 cmd: self.cmd,
@@ -244,6 +312,9 @@ impl Settings {
         })
     }
 }
+
+/// Where `--browsers` puts the browsers when no destination is given (as Playwright's images).
+pub const DEFAULT_BROWSERS_PATH: &str = "/ms-playwright";
 
 /// The build timestamp: `SOURCE_DATE_EPOCH` when set (it must be a whole number), else 0.
 pub fn epoch_from_env() -> Result<u64> {

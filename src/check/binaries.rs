@@ -156,7 +156,7 @@ fn check_versions(
         let Some(defines) = tree.get(lib_path).and_then(|n| n.elf.as_ref()) else {
             continue;
         };
-        let missing: Vec<String> = need
+        let mut missing: Vec<String> = need
             .versions
             .iter()
             .filter(|v| !defines.defines.contains(v))
@@ -165,31 +165,29 @@ fn check_versions(
         if missing.is_empty() || defines.defines.is_empty() {
             continue;
         }
+        missing.sort_by_key(|v| split_version(v).map(|(f, n)| (f.to_string(), n)));
         let family = split_version(&missing[0]).map_or("", |(f, _)| f);
         let needed_max = highest(&need.versions, family).unwrap_or_else(|| missing[0].clone());
-        let have = highest(&defines.defines, family);
-        let have_text = have
-            .clone()
-            .unwrap_or_else(|| format!("no {family}_* version"));
+        let have =
+            highest(&defines.defines, family).unwrap_or_else(|| format!("no {family}_* version"));
         let (what, fix) = match family {
             "GLIBC" => (
-                format!("base glibc {} < {} needed", number(&have_text), number(&needed_max)),
+                format!("base glibc too old: {} defines up to {have}, glibc >= {} needed", need.file, number(&needed_max)),
                 format!(
-                    "build it on an older system (glibc <= {}) or use a base with glibc >= {}",
-                    number(&have_text),
+                    "build it on a system with an older glibc (no newer than the base's) or use a base with glibc >= {}",
                     number(&needed_max)
                 ),
             ),
             "GLIBCXX" | "CXXABI" => (
-                format!("the image's libstdc++ is too old ({have_text} < {needed_max})"),
+                format!("the image's libstdc++ is too old: up to {have}, {needed_max} needed"),
                 "build with an older GCC, bundle a matching libstdc++.so.6, or use a base with a newer libstdc++6".into(),
             ),
             "GCC" => (
-                format!("the image's libgcc_s is too old ({have_text} < {needed_max})"),
+                format!("the image's libgcc_s is too old: up to {have}, {needed_max} needed"),
                 "use a base with a newer libgcc-s1, or build with an older GCC".into(),
             ),
             _ => (
-                format!("/{lib_path} defines up to {have_text}, {needed_max} needed"),
+                format!("{} defines up to {have}, {needed_max} needed", need.file),
                 format!("use a base whose {} is newer, or bundle one", need.file),
             ),
         };
@@ -197,11 +195,7 @@ fn check_versions(
             Severity::Error,
             path,
             "glibc",
-            format!(
-                "{what}: needs {} from {} (/{lib_path})",
-                missing.join(", "),
-                need.file
-            ),
+            format!("{what} (missing {} in /{lib_path})", missing.join(", ")),
             fix,
             missing,
         ));

@@ -100,7 +100,12 @@ pub struct LayerSummary {
 pub fn wants_text(path: &str) -> bool {
     matches!(
         path,
-        "etc/passwd" | "etc/group" | "etc/shadow" | "etc/ld.so.conf" | "etc/os-release"
+        "etc/passwd"
+            | "etc/group"
+            | "etc/shadow"
+            | "etc/gshadow"
+            | "etc/ld.so.conf"
+            | "etc/os-release"
     ) || path.starts_with("etc/ld.so.conf.d/")
         || path.ends_with("playwright/driver/package/browsers.json")
 }

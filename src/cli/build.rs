@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use hoist::build::accounts::{MkDir, UserAdd};
 use hoist::build::{self, file::epoch_from_env, file::Settings};
+use hoist::check::Severity;
 use hoist::config::parse_command;
 use hoist::layer::LayerSpec;
 
@@ -54,10 +56,28 @@ pub struct BuildArgs {
     /// Where to write the image: oci:DIR[:TAG].
     #[arg(long, value_name = "oci:DIR[:TAG]")]
     output: Option<String>,
+    /// Add an account: NAME:UID[:GID[:HOME]] (repeatable); /etc/passwd and /etc/group are
+    /// derived from the base's own, the home folder is owned by the user.
+    #[arg(long = "user-add", value_name = "NAME:UID[:GID[:HOME]]")]
+    users: Vec<String>,
+    /// Create an empty folder: PATH[,owner=UID:GID][,mode=OCTAL] (repeatable).
+    #[arg(long = "mkdir", value_name = "PATH[,owner=UID:GID][,mode=OCTAL]")]
+    mkdirs: Vec<String>,
+    /// Add a Playwright browsers folder (or a tarball of one) as a layer at DEST (default
+    /// /ms-playwright) and set PLAYWRIGHT_BROWSERS_PATH to it.
+    #[arg(long, value_name = "SRC[:DEST]")]
+    browsers: Option<String>,
+    /// What compatibility check errors do: error (stop the build, default), warn, off.
+    #[arg(long, value_name = "MODE")]
+    check: Option<String>,
+    /// Skip the compatibility checks (reads no base layer); same as --check=off.
+    #[arg(long, conflicts_with = "check")]
+    no_check: bool,
 }
 
 impl BuildArgs {
-    fn settings(&self) -> anyhow::Result<Settings> {
+    /// The flags as build settings.
+    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings {
             base: self.base.clone(),
             platform: self.platform.clone(),
@@ -82,6 +102,22 @@ impl BuildArgs {
                 .iter()
                 .map(|l| LayerSpec::parse(l))
                 .collect::<Result<_, _>>()?,
+            users: self
+                .users
+                .iter()
+                .map(|u| UserAdd::parse(u))
+                .collect::<Result<_, _>>()?,
+            mkdirs: self
+                .mkdirs
+                .iter()
+                .map(|d| MkDir::parse(d))
+                .collect::<Result<_, _>>()?,
+            browsers: self.browsers.clone(),
+            check: if self.no_check {
+                Some("off".into())
+            } else {
+                self.check.clone()
+            },
             ..Default::default()
         };
         for e in &self.env {
@@ -92,23 +128,38 @@ impl BuildArgs {
         }
         Ok(s)
     }
+
+    /// The build file, with the flags laid over it.
+    pub(crate) fn merged(&self) -> anyhow::Result<Settings> {
+        let flags = self.settings()?;
+        Ok(match &self.file {
+            Some(path) => Settings::from_file(path)?.overlay(flags),
+            None => flags,
+        })
+    }
 }
 
 /// Runs `hoist build`.
 pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
-    let flags = args.settings()?;
-    let settings = match &args.file {
-        Some(path) => Settings::from_file(path)?.overlay(flags),
-        None => flags,
-    };
-    let spec = settings.resolve(epoch_from_env()?)?;
+    let spec = args.merged()?.resolve(epoch_from_env()?)?;
     let mut progress = |line: &str| {
         if !quiet {
             eprintln!("{line}");
         }
     };
-    let built =
-        build::build(&spec, &mut progress).with_context(|| format!("building {}", spec.output))?;
+    let built = match build::build(&spec, &mut progress) {
+        Err(hoist::Error::CheckFailed { errors, report }) => {
+            eprint!("{}", report.render(Severity::Info));
+            return Err(hoist::Error::CheckFailed { errors, report })
+                .with_context(|| format!("building {}", spec.output));
+        }
+        other => other.with_context(|| format!("building {}", spec.output))?,
+    };
+    if let Some(report) = &built.report {
+        if report.count(Severity::Error) + report.count(Severity::Warning) > 0 {
+            eprint!("{}", report.render(Severity::Warning));
+        }
+    }
     writeln!(std::io::stdout(), "{}", built.reference)?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Command-line front end: flags (raw values) are turned into library settings, run, and the
 //! result printed on stdout; progress and errors go to stderr.
 
+mod browsers;
 mod build;
+mod check;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,12 @@ pub struct Cli {
 enum Command {
     /// Build an image from a base, layers and config edits into an OCI image layout.
     Build(build::BuildArgs),
+    /// Check that the new layers will run on the base (glibc, shared libraries, loader,
+    /// entrypoint, user…), without writing anything. Takes the flags of `build`.
+    Check(check::CheckArgs),
+    /// Playwright browser folders: `browsers pack SRC OUT.tar.gz`.
+    #[command(subcommand)]
+    Browsers(browsers::BrowsersCommand),
     /// Show the manifest, config and layers of an image in an OCI image layout.
     Inspect(inspect::InspectArgs),
 }
@@ -38,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(args, quiet),
         Command::Inspect(args) => inspect::run(args),
+        Command::Check(args) => check::run(args, quiet),
+        Command::Browsers(cmd) => browsers::run(cmd, quiet),
     }
 }
 
