@@ -151,7 +151,11 @@ pub fn read_layer_blob(path: &Path) -> Result<LayerSummary> {
 /// Summarises a tar stream. `all_elf` keeps ELF facts of every ELF file (new layers), else only
 /// of shared libraries (a base).
 pub fn summarize_tar(stream: impl Read, all_elf: bool) -> io::Result<LayerSummary> {
-    let mut archive = tar::Archive::new(stream);
+    let mut archive = tar::Archive::new(PadToBlocks {
+        inner: stream,
+        pos: 0,
+        tail: None,
+    });
     let mut changes = Vec::new();
     let mut files: std::collections::HashMap<String, usize> = Default::default();
     for item in archive.entries()? {
@@ -214,6 +218,33 @@ pub fn summarize_tar(stream: impl Read, all_elf: bool) -> io::Result<LayerSummar
         changes.push(Change::Add(path, node));
     }
     Ok(LayerSummary { changes })
+}
+
+/// Ends a tar stream cleanly: some writers (umoci 0.4) stop after the last file's bytes,
+/// without its padding or the end-of-archive blocks. Runtimes accept such layers, so the
+/// checks read them as if the zeros were there.
+struct PadToBlocks<R> {
+    inner: R,
+    pos: u64,
+    tail: Option<u64>,
+}
+
+impl<R: Read> Read for PadToBlocks<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tail.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.tail = Some((512 - self.pos % 512) % 512 + 1024);
+        }
+        let left = self.tail.unwrap_or(0);
+        let n = (left.min(buf.len() as u64)) as usize;
+        buf[..n].fill(0);
+        self.tail = Some(left - n as u64);
+        Ok(n)
+    }
 }
 
 fn read_exact_len(r: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
@@ -321,6 +352,14 @@ mod tests {
             panic!()
         };
         assert_eq!(n.shebang.as_deref(), Some("/usr/bin/env python3"));
+    }
+
+    #[test]
+    fn layers_cut_after_the_last_file_still_read() {
+        let raw = tar_of(&[("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")]);
+        let cut = &raw[..512 + 26];
+        let s = summarize_tar(cut, false).unwrap();
+        assert_eq!(s.changes.len(), 1);
     }
 
     #[test]

@@ -104,12 +104,13 @@ fn pyinstaller_server_with_user_add_and_mkdir_answers_alive_from_the_unpacked_im
             "{file}: every base entry plus the new one"
         );
     }
+    // The base was packed by hoist (every entry root-owned), so its /etc/shadow is 0640 0:0.
     let shadow = fs::metadata(rootfs.join("etc/shadow")).unwrap();
     let base_shadow = fs::metadata(base_root.join("etc/shadow")).unwrap();
     assert_eq!(
-        (shadow.mode() & 0o7777, shadow.gid()),
-        (base_shadow.mode() & 0o7777, base_shadow.gid()),
-        "/etc/shadow keeps the base's mode and group"
+        (shadow.mode() & 0o7777, shadow.uid(), shadow.gid()),
+        (base_shadow.mode() & 0o7777, 0, 0),
+        "/etc/shadow keeps the base's mode and owner"
     );
     for dir in ["home/openhands", "workspace"] {
         let m = fs::metadata(rootfs.join(dir)).unwrap();
@@ -125,7 +126,6 @@ fn pyinstaller_server_with_user_add_and_mkdir_answers_alive_from_the_unpacked_im
         .arg(format!("{SERVER_DEST}/server"))
         .arg(port.to_string())
         .args(["--working-dir", "/workspace"])
-        .env_clear()
         .env("HOME", "/home/openhands")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
