@@ -298,3 +298,37 @@ fn a_second_check_reads_no_base_blob_and_no_check_reads_none() {
     r.ok();
     assert!(!fresh.exists(), "--no-check must not summarise the base");
 }
+
+#[test]
+fn bundled_libraries_older_than_the_image_are_reported_as_leaks() {
+    if !can_debootstrap() {
+        return;
+    }
+    // A bundle carrying bullseye's libgcc_s, libstdc++ and libz, on bookworm (newer copies).
+    let t = tempdir();
+    let old = debian_rootfs("bullseye").join("usr/lib/x86_64-linux-gnu");
+    let app = t.path().join("app");
+    fs::create_dir_all(app.join("_internal")).unwrap();
+    for lib in ["libgcc_s.so.1", "libstdc++.so.6", "libz.so.1"] {
+        let real = fs::canonicalize(old.join(lib)).unwrap();
+        fs::copy(real, app.join("_internal").join(lib)).unwrap();
+    }
+    let (r, report) = check_json(&[
+        "--base",
+        &base_ref(&debian_base("bookworm")),
+        "--layer",
+        &format!("{}:/opt/app", app.display()),
+    ]);
+    r.ok();
+    for (lib, theirs) in [
+        ("libgcc_s.so.1", "GCC_12.0.0"),
+        ("libstdc++.so.6", "CXXABI_1.3.13"),
+        ("libz.so.1", "ZLIB_1.2.12"),
+    ] {
+        let items = items(&report, &format!("/opt/app/_internal/{lib}"), "bundle-leak");
+        assert!(
+            items.iter().any(|i| i == theirs),
+            "{lib}: {items:?}\n{report:#}"
+        );
+    }
+}
