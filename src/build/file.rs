@@ -383,6 +383,45 @@ owner = "1000:1000"
     }
 
     #[test]
+    fn users_dirs_check_and_browsers_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoist.toml");
+        std::fs::write(
+            &path,
+            r#"
+base = "scratch"
+output = "oci:out"
+check = "warn"
+browsers = "ms-playwright.tar.gz:/opt/browsers"
+[[user_add]]
+name = "openhands"
+uid = 1000
+[[mkdir]]
+path = "/workspace"
+owner = "1000:1000"
+mode = "0750"
+"#,
+        )
+        .unwrap();
+        let spec = Settings::from_file(&path).unwrap().resolve(0).unwrap();
+        assert_eq!(spec.check, crate::check::CheckMode::Warn);
+        assert_eq!(spec.users[0].home(), "/home/openhands");
+        assert_eq!(spec.mkdirs[0].mode_bits().unwrap(), 0o750);
+        let last = spec.layers.last().unwrap();
+        assert_eq!(last.src, dir.path().join("ms-playwright.tar.gz"));
+        assert_eq!(last.dest, "/opt/browsers");
+        assert_eq!(
+            spec.edits.env[0],
+            ("PLAYWRIGHT_BROWSERS_PATH".into(), "/opt/browsers".into())
+        );
+        std::fs::write(&path, "[[mkdir]]\npath = \"relative\"\n").unwrap();
+        assert!(matches!(
+            Settings::from_file(&path),
+            Err(Error::InvalidValue { .. })
+        ));
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hoist.toml");
