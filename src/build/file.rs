@@ -49,6 +49,10 @@ pub struct Settings {
     pub check: Option<String>,
     /// `--browsers SRC[:DEST]`: a Playwright browsers folder or tarball.
     pub browsers: Option<String>,
+    /// `--tag-from-inputs`.
+    pub tag_from_inputs: Option<bool>,
+    /// `--skip-existing`.
+    pub skip_existing: Option<bool>,
 }
 
 /// A command given either as an array or as one string.
@@ -95,6 +99,8 @@ struct BuildFile {
     mkdir: Vec<MkDir>,
     check: Option<String>,
     browsers: Option<String>,
+    tag_from_inputs: Option<bool>,
+    skip_existing: Option<bool>,
 }
 
 fn table_pairs(path: &Path, what: &str, t: toml::Table) -> Result<Vec<(String, String)>> {
@@ -172,6 +178,8 @@ impl Settings {
                 .map(|d| d.validate().map(|_| d))
                 .collect::<Result<_>>()?,
             check: file.check,
+            tag_from_inputs: file.tag_from_inputs,
+            skip_existing: file.skip_existing,
             browsers: file.browsers.map(|b| match b.split_once(":/") {
                 Some((src, dest)) => format!("{}:/{dest}", rebase_path(dir, src.into()).display()),
                 None => rebase_path(dir, b.into()).display().to_string(),
@@ -210,6 +218,8 @@ impl Settings {
         pick(&mut self.stop_signal, flags.stop_signal);
         pick(&mut self.check, flags.check);
         pick(&mut self.browsers, flags.browsers);
+        pick(&mut self.tag_from_inputs, flags.tag_from_inputs);
+        pick(&mut self.skip_existing, flags.skip_existing);
         self.users.extend(flags.users);
         self.mkdirs.extend(flags.mkdirs);
         self.layers.extend(flags.layers);
@@ -284,6 +294,14 @@ impl Settings {
                 });
             }
         }
+        let tag_from_inputs = self.tag_from_inputs.unwrap_or(false);
+        if tag_from_inputs && output.tag.is_some() {
+            return Err(Error::InvalidValue {
+                what: "--output",
+                value: output.to_string(),
+                reason: "--tag-from-inputs computes the tag: give the output as oci:DIR",
+            });
+        }
         let check = self
             .check
             .map(|c| c.parse())
@@ -296,6 +314,8 @@ impl Settings {
             users: self.users,
             mkdirs: self.mkdirs,
             check,
+            tag_from_inputs,
+            skip_existing: self.skip_existing.unwrap_or(false),
             edits: ConfigEdits {
                 entrypoint: self.entrypoint,
                 cmd: self.cmd,

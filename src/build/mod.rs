@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod file;
+pub mod inputs;
 
 use crate::check::{self, CheckMode, Report, Severity};
 use crate::config::{self, ConfigEdits};
@@ -38,6 +39,10 @@ pub struct BuildSpec {
     pub epoch: u64,
     /// What the compatibility checks do.
     pub check: CheckMode,
+    /// Tag the output with a hash of the base and every input (`--tag-from-inputs`).
+    pub tag_from_inputs: bool,
+    /// Build nothing when the output already has the tag (`--skip-existing`).
+    pub skip_existing: bool,
     /// The layout to write (unused by [`check`]).
     pub output: LayoutRef,
 }
@@ -53,16 +58,18 @@ pub struct Built {
     pub reference: String,
     /// The check report, unless checks were off.
     pub report: Option<Report>,
+    /// True when the tag already existed and nothing was built (`--skip-existing`).
+    pub skipped: bool,
 }
 
 /// Everything read and decided before the output is touched.
 struct Prepared {
     image: Image,
     plans: Vec<LayerPlan>,
-    report: Option<Report>,
+    base: Option<check::BaseView>,
 }
 
-fn prepare(spec: &BuildSpec, mode: CheckMode, progress: &mut dyn FnMut(&str)) -> Result<Prepared> {
+fn prepare(spec: &BuildSpec, mode: CheckMode) -> Result<Prepared> {
     let mut plans = spec
         .layers
         .iter()
@@ -92,7 +99,18 @@ fn prepare(spec: &BuildSpec, mode: CheckMode, progress: &mut dyn FnMut(&str)) ->
             plans.push(plan);
         }
     }
-    let report = match (mode, base) {
+    Ok(Prepared { image, plans, base })
+}
+
+/// Runs the checks on a prepared build (none when checks are off).
+fn run_checks(
+    spec: &BuildSpec,
+    mode: CheckMode,
+    p: &mut Prepared,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<Report>> {
+    let (image, plans) = (&p.image, &p.plans);
+    let report = match (mode, p.base.take()) {
         (CheckMode::Off, _) | (_, None) => None,
         (_, Some(view)) => {
             let summaries = plans
@@ -114,26 +132,66 @@ fn prepare(spec: &BuildSpec, mode: CheckMode, progress: &mut dyn FnMut(&str)) ->
             Some(report)
         }
     };
-    Ok(Prepared {
-        image,
-        plans,
-        report,
-    })
+    Ok(report)
 }
 
 /// Runs the compatibility checks of a build without writing anything.
 pub fn check(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Report> {
-    let p = prepare(spec, CheckMode::Error, progress)?;
-    Ok(p.report.unwrap_or_default())
+    let mut p = prepare(spec, CheckMode::Error)?;
+    Ok(run_checks(spec, CheckMode::Error, &mut p, progress)?.unwrap_or_default())
+}
+
+/// The result of a build skipped because its tag exists.
+fn skipped(spec: &BuildSpec, tag: &str, desc: Descriptor, progress: &mut dyn FnMut(&str)) -> Built {
+    let out = LayoutRef {
+        dir: spec.output.dir.clone(),
+        tag: Some(tag.to_string()),
+    };
+    progress(&format!("{out} exists: nothing to build (--skip-existing)"));
+    Built {
+        digest: desc.digest,
+        size: desc.size,
+        reference: format!("{out}@{}", desc.digest),
+        report: None,
+        skipped: true,
+    }
 }
 
 /// Runs a build. `progress` receives one line per step (the library never prints).
 pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> {
+    if let (true, false, Some(tag)) = (spec.skip_existing, spec.tag_from_inputs, &spec.output.tag) {
+        // A named tag: nothing at all is read when it exists.
+        if let Some(desc) = inputs::existing(&spec.output.dir, tag)? {
+            return Ok(skipped(spec, tag, desc, progress));
+        }
+    }
+    let mut prepared = prepare(spec, spec.check)?;
+    let tag = if spec.tag_from_inputs {
+        let t = inputs::inputs_tag(
+            &prepared.image,
+            &prepared.plans,
+            &spec.edits,
+            spec.compression,
+            spec.epoch,
+        )?;
+        progress(&format!("tag from inputs: {t}"));
+        if spec.skip_existing {
+            if let Some(desc) = inputs::existing(&spec.output.dir, &t)? {
+                return Ok(skipped(spec, &t, desc, progress));
+            }
+        }
+        Some(t)
+    } else {
+        spec.output.tag.clone()
+    };
+    let report = run_checks(spec, spec.check, &mut prepared, progress)?;
     let Prepared {
-        mut image,
-        plans,
-        report,
-    } = prepare(spec, spec.check, progress)?;
+        mut image, plans, ..
+    } = prepared;
+    let output = LayoutRef {
+        dir: spec.output.dir.clone(),
+        tag,
+    };
     if let (CheckMode::Error, Some(r)) = (spec.check, &report) {
         let errors = r.count(Severity::Error);
         if errors > 0 {
@@ -176,11 +234,12 @@ pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> 
     let raw = canonical_json(&manifest);
     let mut desc: Descriptor = out.write_document(media::OCI_MANIFEST, &raw)?;
     desc.platform = image.platform();
-    out.set_tag(desc.clone(), spec.output.tag.as_deref())?;
+    out.set_tag(desc.clone(), output.tag.as_deref())?;
     Ok(Built {
         digest: desc.digest,
         size: desc.size,
-        reference: format!("{}@{}", spec.output, desc.digest),
+        reference: format!("{output}@{}", desc.digest),
         report,
+        skipped: false,
     })
 }

@@ -73,6 +73,13 @@ pub struct BuildArgs {
     /// Skip the compatibility checks (reads no base layer); same as --check=off.
     #[arg(long, conflicts_with = "check")]
     no_check: bool,
+    /// Tag the output with a hash of the base and every input (inputs-<32 hex>); the output
+    /// is then given as oci:DIR.
+    #[arg(long)]
+    tag_from_inputs: bool,
+    /// When the output already has the tag, print it and build nothing.
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 impl BuildArgs {
@@ -113,6 +120,8 @@ impl BuildArgs {
                 .map(|d| MkDir::parse(d))
                 .collect::<Result<_, _>>()?,
             browsers: self.browsers.clone(),
+            tag_from_inputs: self.tag_from_inputs.then_some(true),
+            skip_existing: self.skip_existing.then_some(true),
             check: if self.no_check {
                 Some("off".into())
             } else {

@@ -131,6 +131,24 @@ pub fn write_layer(
     })
 }
 
+/// The diff_id `plan`'s layer will have: its tar stream hashed, not compressed or written.
+/// Reads every source byte (as a build would), but costs no compression.
+pub fn diff_id(plan: &LayerPlan, tar_opts: TarOptions) -> Result<Digest> {
+    let mut builder = tar::Builder::new(HashingWriter::new(io::sink()));
+    let mut archive = match &plan.archive {
+        Some(a) => Some(ArchiveReader::new(a, &plan.entries)?),
+        None => None,
+    };
+    for entry in &plan.entries {
+        append(&mut builder, entry, tar_opts, archive.as_mut(), plan)?;
+    }
+    let sink = builder
+        .into_inner()
+        .map_err(|e| Error::io("hashing the layer of", &plan.spec.src, e))?;
+    let (_, digest, _) = sink.finish();
+    Ok(digest)
+}
+
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
@@ -294,6 +312,18 @@ impl<W: Write> Write for Encoder<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_id_matches_the_written_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), b"hello").unwrap();
+        let plan = LayerPlan::new(&crate::layer::LayerSpec::new(&src, "/app")).unwrap();
+        let opts = TarOptions { mtime: 7 };
+        let blob = write_layer(&plan, opts, Compression::Gzip(1), t.path()).unwrap();
+        assert_eq!(diff_id(&plan, opts).unwrap(), blob.diff_id);
+    }
 
     #[test]
     fn compression_table() {
