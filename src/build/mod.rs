@@ -213,10 +213,12 @@ pub fn build(spec: &BuildSpec, progress: &mut dyn FnMut(&str)) -> Result<Built> 
     let created = config::rfc3339(spec.epoch);
     let tar_opts = TarOptions { mtime: spec.epoch };
     for plan in &plans {
+        let what = match &plan.generated {
+            Some(g) => g.clone(),
+            None => format!("{} -> {}", plan.spec.src.display(), plan.spec.dest),
+        };
         progress(&format!(
-            "layer {} -> {} ({} entries, {} bytes)",
-            plan.spec.src.display(),
-            plan.spec.dest,
+            "layer {what} ({} entries, {} bytes)",
             plan.entries.len(),
             plan.content_size()
         ));

@@ -274,3 +274,93 @@ fn families(defines: &[String]) -> Vec<String> {
     f.dedup();
     f
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::elf::VersionNeed;
+    use crate::check::summary::{Change, Kind, LayerSummary, Node};
+
+    fn elf_node(facts: ElfFacts) -> Node {
+        let mut n = Node::plain(Kind::File, 0o755, 0, 0, 1);
+        n.elf = Some(facts);
+        n
+    }
+
+    fn libc(defines: &[&str]) -> ElfFacts {
+        ElfFacts {
+            class64: true,
+            machine: 62,
+            kind: 3,
+            soname: Some("libc.so.6".into()),
+            defines: defines.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn program(machine: u16, interp: &str, need: &[&str]) -> ElfFacts {
+        ElfFacts {
+            class64: true,
+            machine,
+            kind: 2,
+            interp: Some(interp.into()),
+            needed: vec!["libc.so.6".into()],
+            needs: vec![VersionNeed {
+                file: "libc.so.6".into(),
+                versions: need.iter().map(|s| s.to_string()).collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn findings(base: Vec<Change>, new: ElfFacts) -> Vec<(&'static str, Vec<String>)> {
+        let mut t = Tree::default();
+        t.apply(&LayerSummary { changes: base }, false);
+        t.apply(
+            &LayerSummary {
+                changes: vec![Change::Add("app/prog".into(), elf_node(new))],
+            },
+            true,
+        );
+        let s = Search::new(&t, None);
+        let (f, n) = check(&t, &s, Some("amd64"));
+        assert_eq!(n, 1);
+        f.into_iter().map(|f| (f.check, f.items)).collect()
+    }
+
+    #[test]
+    fn versions_loader_and_machine() {
+        let glibc = || {
+            vec![
+                Change::Add(
+                    "lib/x86_64-linux-gnu/libc.so.6".into(),
+                    elf_node(libc(&["GLIBC_2.2.5", "GLIBC_2.30"])),
+                ),
+                Change::Add(
+                    "lib64/ld-linux-x86-64.so.2".into(),
+                    Node::plain(Kind::File, 0o755, 0, 0, 1),
+                ),
+            ]
+        };
+        let ld = "/lib64/ld-linux-x86-64.so.2";
+        assert!(findings(glibc(), program(62, ld, &["GLIBC_2.2.5"])).is_empty());
+        assert_eq!(
+            findings(
+                glibc(),
+                program(62, ld, &["GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.32"])
+            ),
+            vec![("glibc", vec!["GLIBC_2.32".into(), "GLIBC_2.34".into()])]
+        );
+        assert_eq!(
+            findings(glibc(), program(183, ld, &[])),
+            vec![("machine", vec![])]
+        );
+        let musl = vec![Change::Add(
+            "lib/ld-musl-x86_64.so.1".into(),
+            Node::plain(Kind::File, 0o755, 0, 0, 1),
+        )];
+        let f = findings(musl, program(62, ld, &[]));
+        assert_eq!(f[0], ("loader", vec![ld.to_string()]));
+        assert_eq!(f[1], ("libraries", vec!["libc.so.6".to_string()]));
+    }
+}

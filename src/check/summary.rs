@@ -355,6 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn blobs_in_every_compression_read_the_same() {
+        let raw = tar_of(&[("etc/group", b"root:x:0:\n")]);
+        let t = tempfile::tempdir().unwrap();
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, &raw).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::encode_all(&raw[..], 3).unwrap();
+        let want = summarize_tar(&raw[..], false).unwrap();
+        for (name, bytes) in [("plain", raw.clone()), ("gz", gz), ("zst", zst)] {
+            let p = t.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            assert_eq!(read_layer_blob(&p).unwrap(), want, "{name}");
+        }
+    }
+
+    #[test]
     fn layers_cut_after_the_last_file_still_read() {
         let raw = tar_of(&[("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")]);
         let cut = &raw[..512 + 26];
