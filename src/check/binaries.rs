@@ -264,15 +264,18 @@ pub fn check_bundle_leaks(tree: &Tree, search: &Search) -> Vec<Finding> {
     out
 }
 
-/// Version families defined by a library (`GLIBCXX`, `CXXABI`, …), numbered ones only.
+/// Version families defined by a library (`GLIBCXX`, `CXXABI`, …), numbered ones only, the
+/// library's main family (the one with most versions) first.
 fn families(defines: &[String]) -> Vec<String> {
-    let mut f: Vec<String> = defines
-        .iter()
-        .filter_map(|d| split_version(d).map(|(f, _)| f.to_string()))
-        .collect();
-    f.sort();
-    f.dedup();
-    f
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for d in defines {
+        if let Some((f, _)) = split_version(d) {
+            *counts.entry(f.to_string()).or_default() += 1;
+        }
+    }
+    let mut f: Vec<(usize, String)> = counts.into_iter().map(|(k, n)| (n, k)).collect();
+    f.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    f.into_iter().map(|(_, k)| k).collect()
 }
 
 #[cfg(test)]

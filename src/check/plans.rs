@@ -22,6 +22,8 @@ pub fn summarize_plan(plan: &LayerPlan) -> Result<LayerSummary> {
     let mut changes: Vec<Change> = Vec::with_capacity(plan.entries.len());
     let mut by_path: HashMap<String, usize> = HashMap::new();
     let mut streamed: Vec<(u64, usize)> = Vec::new();
+    // (hard link, its target): filled in once the target's facts are known.
+    let mut links: Vec<(usize, usize)> = Vec::new();
     for e in &plan.entries {
         let path = e.path.join("/");
         let (uid, gid, mode) = (e.owner.uid, e.owner.gid, e.mode);
@@ -29,10 +31,10 @@ pub fn summarize_plan(plan: &LayerPlan) -> Result<LayerSummary> {
             (EntryKind::Dir, _) => Node::plain(Kind::Dir, mode, uid, gid, 0),
             (EntryKind::Symlink(t), _) => Node::plain(Kind::Symlink(t.clone()), mode, uid, gid, 0),
             (EntryKind::Hardlink(t), _) => match by_path.get(t.trim_end_matches('/')) {
-                Some(&i) => match &changes[i] {
-                    Change::Add(_, n) => n.clone(),
-                    _ => continue,
-                },
+                Some(&i) => {
+                    links.push((changes.len(), i));
+                    Node::plain(Kind::File, mode, uid, gid, 0)
+                }
                 None => continue,
             },
             (EntryKind::File { size }, content) => {
@@ -58,6 +60,12 @@ pub fn summarize_plan(plan: &LayerPlan) -> Result<LayerSummary> {
     }
     if let (Some(a), false) = (&plan.archive, streamed.is_empty()) {
         read_archive_facts(&a.path, a.codec, streamed, &mut changes)?;
+    }
+    for (link, target) in links {
+        if let (Change::Add(_, t), Change::Add(p, _)) = (&changes[target], &changes[link]) {
+            let (node, path) = (t.clone(), p.clone());
+            changes[link] = Change::Add(path, node);
+        }
     }
     Ok(LayerSummary { changes })
 }
@@ -130,4 +138,74 @@ fn host_facts(f: &File, base: u64, size: u64, want_text: bool, node: &mut Node) 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::LayerSpec;
+
+    fn facts_of(summary: &LayerSummary, path: &str) -> Option<crate::check::elf::ElfFacts> {
+        summary.changes.iter().find_map(|c| match c {
+            Change::Add(p, n) if p == path => n.elf.clone(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn elf_facts_from_directories_and_compressed_tarballs() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src/bin");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::copy("/bin/sh", src.join("sh")).unwrap();
+        std::fs::hard_link(src.join("sh"), src.join("sh2")).unwrap();
+        std::fs::write(src.join("run"), b"#!/bin/sh\nexit 0\n").unwrap();
+        let dir_plan = LayerPlan::new(&LayerSpec::new(t.path().join("src"), "/opt")).unwrap();
+        let from_dir = summarize_plan(&dir_plan).unwrap();
+        assert!(facts_of(&from_dir, "opt/bin/sh").is_some_and(|f| f.interp.is_some()));
+        assert_eq!(
+            facts_of(&from_dir, "opt/bin/sh2"),
+            facts_of(&from_dir, "opt/bin/sh")
+        );
+        for (name, flag) in [
+            ("l.tar.gz", "-czf"),
+            ("l.tar.zst", "--zstd"),
+            ("l.tar", "-cf"),
+        ] {
+            let tarball = t.path().join(name);
+            let mut cmd = std::process::Command::new("tar");
+            if flag == "--zstd" {
+                cmd.args(["--zstd", "-cf"]);
+            } else {
+                cmd.arg(flag);
+            }
+            let ok = cmd
+                .arg(&tarball)
+                .arg("-C")
+                .arg(t.path().join("src"))
+                .arg("bin")
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                continue; // tar without zstd support
+            }
+            let plan = LayerPlan::new(&LayerSpec::new(&tarball, "/opt")).unwrap();
+            let s = summarize_plan(&plan).unwrap();
+            assert_eq!(
+                facts_of(&s, "opt/bin/sh"),
+                facts_of(&from_dir, "opt/bin/sh"),
+                "{name}"
+            );
+            assert_eq!(
+                facts_of(&s, "opt/bin/sh2"),
+                facts_of(&from_dir, "opt/bin/sh"),
+                "{name}"
+            );
+            let shebang = s.changes.iter().find_map(|c| match c {
+                Change::Add(p, n) if p == "opt/bin/run" => n.shebang.clone(),
+                _ => None,
+            });
+            assert_eq!(shebang.as_deref(), Some("/bin/sh"), "{name}");
+        }
+    }
 }

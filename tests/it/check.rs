@@ -322,7 +322,7 @@ fn bundled_libraries_older_than_the_image_are_reported_as_leaks() {
     r.ok();
     for (lib, theirs) in [
         ("libgcc_s.so.1", "GCC_12.0.0"),
-        ("libstdc++.so.6", "CXXABI_1.3.13"),
+        ("libstdc++.so.6", "GLIBCXX_3.4.30"),
         ("libz.so.1", "ZLIB_1.2.12"),
     ] {
         let items = items(&report, &format!("/opt/app/_internal/{lib}"), "bundle-leak");
