@@ -166,7 +166,7 @@ fn lines_of(text: Option<&str>) -> Vec<String> {
     text.unwrap_or("").lines().map(str::to_string).collect()
 }
 
-fn field<'a>(line: &'a str, i: usize) -> Option<&'a str> {
+fn field(line: &str, i: usize) -> Option<&str> {
     line.split(':').nth(i)
 }
 

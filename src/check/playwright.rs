@@ -96,7 +96,7 @@ pub fn check(tree: &Tree, config: &Value) -> Vec<Finding> {
         .collect();
     for problem in folder_problems(&entries) {
         out.push(warn(
-            format!("{}", root),
+            root.to_string(),
             problem,
             "pack the browsers folder from a complete `playwright install`",
         ));
