@@ -101,6 +101,8 @@ pub fn check_image(
     findings.extend(runtime::check_workdir(tree, config));
     findings.extend(playwright::check(tree, config));
     let mut report = Report {
+        errors: 0,
+        warnings: 0,
         findings,
         elf_files,
         base_layers_read: base.read,

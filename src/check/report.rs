@@ -40,6 +40,10 @@ pub struct Finding {
 /// What a check run found and what it cost.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
+    /// Number of errors (set by [`Report::sort`]).
+    pub errors: usize,
+    /// Number of warnings (set by [`Report::sort`]).
+    pub warnings: usize,
     /// Findings, sorted by file then severity.
     pub findings: Vec<Finding>,
     /// ELF files of the new layers that were checked.
@@ -56,10 +60,12 @@ impl Report {
         self.findings.iter().filter(|f| f.severity == s).count()
     }
 
-    /// Sorts findings by file, then severity, keeping the order of equal ones.
+    /// Sorts findings by file, then severity, keeping the order of equal ones, and counts them.
     pub fn sort(&mut self) {
         self.findings
             .sort_by(|a, b| (&a.file, a.severity).cmp(&(&b.file, b.severity)));
+        self.errors = self.count(Severity::Error);
+        self.warnings = self.count(Severity::Warning);
     }
 
     /// The report for people: one block per file, then a summary line. `min` leaves out

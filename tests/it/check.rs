@@ -40,12 +40,14 @@ fn items(report: &serde_json::Value, file: &str, check: &str) -> Vec<String> {
 }
 
 fn errors(report: &serde_json::Value) -> usize {
-    report["findings"]
+    let n = report["findings"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|f| f["severity"] == "error")
-        .count()
+        .count();
+    assert_eq!(report["errors"], n, "{report:#}");
+    n
 }
 
 /// The host's glibc version as (major, minor), from `ldd --version`.
