@@ -20,6 +20,11 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// A digest from a finished sha256 hash.
+    pub fn of_hash(hash: [u8; 32]) -> Self {
+        Digest(hash)
+    }
+
     /// The 64 lowercase hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

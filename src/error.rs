@@ -256,6 +256,22 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The compatibility checks found errors; nothing was written.
+    #[error("the checks found {errors} error(s) (report above); nothing was written: fix them, or build with --check=warn (report only) or --no-check")]
+    CheckFailed {
+        /// How many errors.
+        errors: usize,
+        /// The whole report.
+        report: Box<crate::check::Report>,
+    },
+    /// A Playwright browsers folder is not usable.
+    #[error("browsers folder {path}: {problem}")]
+    BadBrowsers {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong (missing markers, no browser folder).
+        problem: String,
+    },
 }
 
 impl Error {

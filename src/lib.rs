@@ -10,8 +10,10 @@ pub mod media;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub mod browsers;
 pub mod build;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod image;
 pub mod layout;

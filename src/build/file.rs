@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::build::accounts::{MkDir, UserAdd};
 use crate::build::{BuildSpec, CacheSettings};
 use crate::cache::{parse_size, LayerCache, DEFAULT_MAX_BYTES};
 use crate::config::{parse_key_value, parse_port, ConfigEdits};
@@ -50,6 +51,18 @@ pub struct Settings {
     pub no_cache: bool,
     /// `--push`, in order.
     pub push: Vec<String>,
+    /// `--user-add`, in order.
+    pub users: Vec<UserAdd>,
+    /// `--mkdir`, in order.
+    pub mkdirs: Vec<MkDir>,
+    /// `--check` (`error`, `warn`, `off`).
+    pub check: Option<String>,
+    /// `--browsers SRC[:DEST]`: a Playwright browsers folder or tarball.
+    pub browsers: Option<String>,
+    /// `--tag-from-inputs`.
+    pub tag_from_inputs: Option<bool>,
+    /// `--skip-existing`.
+    pub skip_existing: Option<bool>,
 }
 
 /// A command given either as an array or as one string.
@@ -92,6 +105,14 @@ struct BuildFile {
     stop_signal: Option<String>,
     #[serde(default)]
     push: Vec<String>,
+    #[serde(default)]
+    user_add: Vec<UserAdd>,
+    #[serde(default)]
+    mkdir: Vec<MkDir>,
+    check: Option<String>,
+    browsers: Option<String>,
+    tag_from_inputs: Option<bool>,
+    skip_existing: Option<bool>,
 }
 
 fn table_pairs(path: &Path, what: &str, t: toml::Table) -> Result<Vec<(String, String)>> {
@@ -159,6 +180,23 @@ impl Settings {
             expose: file.expose,
             stop_signal: file.stop_signal,
             push: file.push,
+            users: file
+                .user_add
+                .into_iter()
+                .map(|u| u.validate().map(|_| u))
+                .collect::<Result<_>>()?,
+            mkdirs: file
+                .mkdir
+                .into_iter()
+                .map(|d| d.validate().map(|_| d))
+                .collect::<Result<_>>()?,
+            check: file.check,
+            tag_from_inputs: file.tag_from_inputs,
+            skip_existing: file.skip_existing,
+            browsers: file.browsers.map(|b| match b.split_once(":/") {
+                Some((src, dest)) => format!("{}:/{dest}", rebase_path(dir, src.into()).display()),
+                None => rebase_path(dir, b.into()).display().to_string(),
+            }),
             ..Default::default()
         })
     }
@@ -195,6 +233,12 @@ impl Settings {
         pick(&mut self.cache_dir, flags.cache_dir);
         pick(&mut self.cache_max_size, flags.cache_max_size);
         self.no_cache |= flags.no_cache;
+        pick(&mut self.check, flags.check);
+        pick(&mut self.browsers, flags.browsers);
+        pick(&mut self.tag_from_inputs, flags.tag_from_inputs);
+        pick(&mut self.skip_existing, flags.skip_existing);
+        self.users.extend(flags.users);
+        self.mkdirs.extend(flags.mkdirs);
         self.layers.extend(flags.layers);
         self.env.extend(flags.env);
         self.labels.extend(flags.labels);
@@ -207,13 +251,35 @@ impl Settings {
 
     /// Validates everything and produces the build to run. `epoch` is the timestamp to use.
     pub fn resolve(self, epoch: u64) -> Result<BuildSpec> {
+        self.resolve_with(epoch, true)
+    }
+
+    /// Like [`Settings::resolve`] for `hoist check`, which writes nothing: `--output` may be
+    /// missing (the spec then names the current folder, and nothing uses it).
+    pub fn resolve_for_check(self, epoch: u64) -> Result<BuildSpec> {
+        self.resolve_with(epoch, false)
+    }
+
+    fn resolve_with(mut self, epoch: u64, need_output: bool) -> Result<BuildSpec> {
         let missing = |what: &'static str| Error::InvalidValue {
             what,
             value: String::new(),
             reason: "is required (as a flag or in the build file)",
         };
         let base = ImageRef::parse(&self.base.ok_or_else(|| missing("--base"))?)?;
-        if self.output.is_none() && self.push.is_empty() {
+        if let Some(b) = self.browsers.take() {
+            let (src, dest) = match b.split_once(":/") {
+                Some((src, dest)) => (src.to_string(), format!("/{dest}")),
+                None => (b.clone(), DEFAULT_BROWSERS_PATH.to_string()),
+            };
+            let spec = LayerSpec::new(src, dest.trim_end_matches('/').to_string());
+            spec.validate()?;
+            // Before the user's own env, so an explicit PLAYWRIGHT_BROWSERS_PATH still wins.
+            self.env
+                .insert(0, ("PLAYWRIGHT_BROWSERS_PATH".into(), spec.dest.clone()));
+            self.layers.push(spec);
+        }
+        if need_output && self.output.is_none() && self.push.is_empty() {
             return Err(Error::InvalidValue {
                 what: "--output",
                 value: String::new(),
@@ -272,11 +338,31 @@ impl Settings {
                 .or_else(LayerCache::default_dir)
                 .map(|dir| CacheSettings { dir, max_bytes })
         };
+        let tag_from_inputs = self.tag_from_inputs.unwrap_or(false);
+        if let (true, Some(o)) = (tag_from_inputs, &output) {
+            if o.tag.is_some() {
+                return Err(Error::InvalidValue {
+                    what: "--output",
+                    value: o.to_string(),
+                    reason: "--tag-from-inputs computes the tag: give the output as oci:DIR",
+                });
+            }
+        }
+        let check = self
+            .check
+            .map(|c| c.parse())
+            .transpose()?
+            .unwrap_or_default();
         Ok(BuildSpec {
             cache,
             base,
             platform,
             layers: self.layers,
+            users: self.users,
+            mkdirs: self.mkdirs,
+            check,
+            tag_from_inputs,
+            skip_existing: self.skip_existing.unwrap_or(false),
             edits: ConfigEdits {
                 entrypoint: self.entrypoint,
                 cmd: self.cmd,
@@ -295,6 +381,9 @@ impl Settings {
         })
     }
 }
+
+/// Where `--browsers` puts the browsers when no destination is given (as Playwright's images).
+pub const DEFAULT_BROWSERS_PATH: &str = "/ms-playwright";
 
 /// The build timestamp: `SOURCE_DATE_EPOCH` when set (it must be a whole number), else 0.
 pub fn epoch_from_env() -> Result<u64> {
@@ -360,6 +449,45 @@ owner = "1000:1000"
         );
         assert_eq!(spec.edits.expose, vec!["8000/tcp".to_string()]);
         assert_eq!(spec.layers[0].owner.map(|o| o.uid), Some(1000));
+    }
+
+    #[test]
+    fn users_dirs_check_and_browsers_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hoist.toml");
+        std::fs::write(
+            &path,
+            r#"
+base = "scratch"
+output = "oci:out"
+check = "warn"
+browsers = "ms-playwright.tar.gz:/opt/browsers"
+[[user_add]]
+name = "openhands"
+uid = 1000
+[[mkdir]]
+path = "/workspace"
+owner = "1000:1000"
+mode = "0750"
+"#,
+        )
+        .unwrap();
+        let spec = Settings::from_file(&path).unwrap().resolve(0).unwrap();
+        assert_eq!(spec.check, crate::check::CheckMode::Warn);
+        assert_eq!(spec.users[0].home(), "/home/openhands");
+        assert_eq!(spec.mkdirs[0].mode_bits().unwrap(), 0o750);
+        let last = spec.layers.last().unwrap();
+        assert_eq!(last.src, dir.path().join("ms-playwright.tar.gz"));
+        assert_eq!(last.dest, "/opt/browsers");
+        assert_eq!(
+            spec.edits.env[0],
+            ("PLAYWRIGHT_BROWSERS_PATH".into(), "/opt/browsers".into())
+        );
+        std::fs::write(&path, "[[mkdir]]\npath = \"relative\"\n").unwrap();
+        assert!(matches!(
+            Settings::from_file(&path),
+            Err(Error::InvalidValue { .. })
+        ));
     }
 
     #[test]

@@ -1,28 +1,33 @@
 //! `hoist build`: a base plus layers plus config edits, written to an OCI image layout and/or
-//! pushed to registries. All inputs are checked before the output is touched.
+//! pushed to registries. All inputs are checked before the output is touched: sources are
+//! listed, layers already built are found in the cache, and unless checks are off the new layers
+//! are checked against the base ([`crate::check`]).
 
+pub mod accounts;
 pub mod file;
+pub mod inputs;
 
 use std::sync::Arc;
 
 use crate::cache::{layer_key, CachedLayer, LayerCache};
+use crate::check::{self, CheckMode, LayerSummary, Report, Severity};
 use crate::config::{self, ConfigEdits};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Image, LayerSource};
+use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
-use crate::layer::{
-    write::write_layer, Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions,
-};
+use crate::layer::write::{diff_id, write_layer};
+use crate::layer::{Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
 use crate::media;
 use crate::reference::{ImageRef, LayoutRef};
-use crate::registry::pull::fetch_blob;
+use crate::registry::pull::{fetch_blob, get_manifest};
 use crate::registry::push::{write_manifest, ManifestUpload};
 use crate::registry::source::image_from_registry;
 use crate::registry::write::BlobSource;
 use crate::registry::{for_each_parallel, Client, RegistryRef};
+use accounts::{MkDir, UserAdd};
 
 /// A fully resolved build.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +38,10 @@ pub struct BuildSpec {
     pub platform: Option<Platform>,
     /// Layers to add, in order.
     pub layers: Vec<LayerSpec>,
+    /// Accounts to add (`--user-add`).
+    pub users: Vec<UserAdd>,
+    /// Empty folders to create (`--mkdir`).
+    pub mkdirs: Vec<MkDir>,
     /// Config edits.
     pub edits: ConfigEdits,
     /// Layer compression.
@@ -41,23 +50,18 @@ pub struct BuildSpec {
     pub threads: usize,
     /// Timestamp for entries, history and `created` (seconds since the epoch).
     pub epoch: u64,
+    /// What the compatibility checks do.
+    pub check: CheckMode,
+    /// Tag every destination with a hash of the base and every input (`--tag-from-inputs`).
+    pub tag_from_inputs: bool,
+    /// Build nothing when the first destination already has the tag (`--skip-existing`).
+    pub skip_existing: bool,
     /// The layout to write, if any.
     pub output: Option<LayoutRef>,
     /// Registries to push to (`--push`, repeatable).
     pub push: Vec<RegistryRef>,
     /// The layer cache, unless disabled.
     pub cache: Option<CacheSettings>,
-}
-
-/// What a build produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Built {
-    /// The manifest digest.
-    pub digest: Digest,
-    /// The manifest size.
-    pub size: u64,
-    /// `oci:DIR[:TAG]@sha256:…` and `REF@sha256:…`, one per destination.
-    pub references: Vec<String>,
 }
 
 /// Where the layer cache lives and how large it may grow.
@@ -67,6 +71,21 @@ pub struct CacheSettings {
     pub dir: std::path::PathBuf,
     /// Bound on its blob bytes.
     pub max_bytes: u64,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The manifest size.
+    pub size: u64,
+    /// `oci:DIR[:TAG]@sha256:…` and `REF@sha256:…`, one per destination.
+    pub references: Vec<String>,
+    /// The check report, unless checks were off.
+    pub report: Option<Report>,
+    /// True when the tag already existed and nothing was built (`--skip-existing`).
+    pub skipped: bool,
 }
 
 /// A layer to add: found in the cache, or to be built from its plan.
@@ -81,26 +100,52 @@ enum Pending {
     },
 }
 
-/// Runs a build. `client` reaches registries (a registry base, `--push`); `progress` receives
-/// one line per step (the library never prints).
-pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Built> {
-    let opts = WriteOptions {
+impl Pending {
+    fn created_by(&self) -> String {
+        match self {
+            Pending::Cached { spec, .. } => created_by(spec),
+            Pending::Build { plan, .. } => plan.created_by(),
+        }
+    }
+}
+
+/// Everything read and decided before the output is touched.
+struct Prepared {
+    image: Image,
+    pending: Vec<Pending>,
+    base: Option<check::BaseView>,
+    cache: Option<LayerCache>,
+    /// Check summaries of the layers to build, kept for the cache once their digest is known.
+    summaries: Vec<Option<LayerSummary>>,
+}
+
+fn write_options(spec: &BuildSpec) -> WriteOptions {
+    WriteOptions {
         mtime: spec.epoch,
         compression: spec.compression,
         threads: spec.threads,
-    };
-    let cache = spec
-        .cache
-        .as_ref()
-        .and_then(|c| match LayerCache::open(&c.dir, c.max_bytes) {
+    }
+}
+
+fn prepare(
+    spec: &BuildSpec,
+    mode: CheckMode,
+    use_cache: bool,
+    client: &Client,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Prepared> {
+    let opts = write_options(spec);
+    let cache = match (&spec.cache, use_cache) {
+        (Some(c), true) => match LayerCache::open(&c.dir, c.max_bytes) {
             Ok(cache) => Some(cache),
             Err(e) => {
                 progress(&format!("warning: layer cache disabled: {e}"));
                 None
             }
-        });
-    // Everything that can be checked without writing is checked first.
-    let mut pending = Vec::with_capacity(spec.layers.len());
+        },
+        _ => None,
+    };
+    let mut pending = Vec::with_capacity(spec.layers.len() + 1);
     for layer in &spec.layers {
         let key = match &cache {
             Some(_) => layer_key(layer, &opts)?,
@@ -120,7 +165,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
             },
         });
     }
-    let mut image = match &spec.base {
+    let image = match &spec.base {
         ImageRef::Scratch => Image::scratch(spec.platform.as_ref().unwrap_or(&Platform::host())),
         ImageRef::Layout(r) => Image::from_layout(
             &Layout::open(&r.dir)?,
@@ -132,6 +177,183 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
             image_from_registry(client, r, spec.platform.as_ref())?
         }
     };
+    let generated = !spec.users.is_empty() || !spec.mkdirs.is_empty();
+    // Base layers are read only when something needs them: `--no-check` alone reads none.
+    let base = if mode != CheckMode::Off || generated {
+        Some(check::read_base(
+            &image.layers,
+            check::cache_dir().as_deref(),
+        )?)
+    } else {
+        None
+    };
+    if let (true, Some(view)) = (generated, &base) {
+        if let Some(plan) =
+            accounts::accounts_layer(&spec.users, &spec.mkdirs, &view.tree, spec.epoch)?
+        {
+            pending.push(Pending::Build {
+                plan: Box::new(plan),
+                key: None,
+            });
+        }
+    }
+    let summaries = pending.iter().map(|_| None).collect();
+    Ok(Prepared {
+        image,
+        pending,
+        base,
+        cache,
+        summaries,
+    })
+}
+
+/// Runs the checks on a prepared build (none when checks are off).
+fn run_checks(
+    spec: &BuildSpec,
+    mode: CheckMode,
+    p: &mut Prepared,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<Report>> {
+    let view = match (mode, p.base.take()) {
+        (CheckMode::Off, _) | (_, None) => return Ok(None),
+        (_, Some(view)) => view,
+    };
+    let check_cache = check::cache_dir();
+    let mut summaries = Vec::with_capacity(p.pending.len());
+    for (i, pending) in p.pending.iter().enumerate() {
+        let summary = match pending {
+            Pending::Cached { layer, .. } => {
+                let blob = Layer {
+                    descriptor: Descriptor::new(layer.media_type.clone(), layer.digest, layer.size),
+                    source: LayerSource::File(
+                        p.cache
+                            .as_ref()
+                            .map(|c| c.blob_path(&layer.digest))
+                            .unwrap_or_default(),
+                    ),
+                };
+                check::tree::layer_summary(&blob, true, check_cache.as_deref())?.0
+            }
+            Pending::Build { plan, .. } => {
+                let s = check::plans::summarize_plan(plan)?;
+                p.summaries[i] = Some(s.clone());
+                s
+            }
+        };
+        summaries.push(summary);
+    }
+    let mut config = p.image.config.clone();
+    spec.edits.apply(&mut config);
+    let arch = p.image.platform().map(|p| p.architecture);
+    let report = check::check_image(view, &summaries, &config, arch.as_deref());
+    progress(&format!(
+        "checks: {} ELF file(s), {} error(s), {} warning(s); base layers {} read, {} from cache",
+        report.elf_files,
+        report.count(Severity::Error),
+        report.count(Severity::Warning),
+        report.base_layers_read,
+        report.base_layers_cached
+    ));
+    Ok(Some(report))
+}
+
+/// Runs the compatibility checks of a build without writing anything.
+pub fn check(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    let mut p = prepare(spec, CheckMode::Error, false, client, progress)?;
+    Ok(run_checks(spec, CheckMode::Error, &mut p, progress)?.unwrap_or_default())
+}
+
+/// The manifest a destination already holds under `tag`, if any.
+fn existing(spec: &BuildSpec, tag: &str, client: &Client) -> Result<Option<(Descriptor, String)>> {
+    if let Some(o) = &spec.output {
+        let out = LayoutRef {
+            dir: o.dir.clone(),
+            tag: Some(tag.to_string()),
+        };
+        return Ok(inputs::existing(&o.dir, tag)?.map(|d| (d, out.to_string())));
+    }
+    let Some(dest) = spec.push.first() else {
+        return Ok(None);
+    };
+    match get_manifest(client, &dest.repository, tag) {
+        Ok(m) => Ok(Some((m.descriptor(), format!("{}:{tag}", dest.repository)))),
+        Err(Error::RegistryStatus { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The result of a build skipped because its tag exists.
+fn skipped(desc: Descriptor, reference: String, progress: &mut dyn FnMut(&str)) -> Built {
+    progress(&format!(
+        "{reference} exists: nothing to build (--skip-existing)"
+    ));
+    Built {
+        digest: desc.digest,
+        size: desc.size,
+        references: vec![format!("{reference}@{}", desc.digest)],
+        report: None,
+        skipped: true,
+    }
+}
+
+/// Runs a build. `client` reaches registries (a registry base, `--push`); `progress` receives
+/// one line per step (the library never prints).
+pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Built> {
+    let named_tag = spec
+        .output
+        .as_ref()
+        .and_then(|o| o.tag.clone())
+        .or_else(|| spec.push.first().and_then(|p| p.tag.clone()));
+    if let (true, false, Some(tag)) = (spec.skip_existing, spec.tag_from_inputs, &named_tag) {
+        // A named tag: nothing at all is read when it exists.
+        if let Some((desc, reference)) = existing(spec, tag, client)? {
+            return Ok(skipped(desc, reference, progress));
+        }
+    }
+    let mut prepared = prepare(spec, spec.check, true, client, progress)?;
+    let inputs_tag = if spec.tag_from_inputs {
+        let mut layers = Vec::with_capacity(prepared.pending.len());
+        for p in &prepared.pending {
+            let id = match p {
+                Pending::Cached { layer, .. } => layer.diff_id,
+                Pending::Build { plan, .. } => diff_id(plan, spec.epoch)?,
+            };
+            layers.push((id, p.created_by()));
+        }
+        let t = inputs::inputs_tag(
+            &prepared.image,
+            &layers,
+            &spec.edits,
+            spec.compression,
+            spec.epoch,
+        )?;
+        progress(&format!("tag from inputs: {t}"));
+        if spec.skip_existing {
+            if let Some((desc, reference)) = existing(spec, &t, client)? {
+                return Ok(skipped(desc, reference, progress));
+            }
+        }
+        Some(t)
+    } else {
+        None
+    };
+    let report = run_checks(spec, spec.check, &mut prepared, progress)?;
+    if let (CheckMode::Error, Some(r)) = (spec.check, &report) {
+        let errors = r.count(Severity::Error);
+        if errors > 0 {
+            return Err(Error::CheckFailed {
+                errors,
+                report: Box::new(r.clone()),
+            });
+        }
+    }
+    let Prepared {
+        mut image,
+        pending,
+        cache,
+        summaries,
+        ..
+    } = prepared;
     // New layers go into the output layout, or a staging layout when only pushing.
     let staging;
     let out = match &spec.output {
@@ -149,8 +371,10 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
         copy_base_blobs(&image, &out, client, progress)?;
     }
     let created = config::rfc3339(spec.epoch);
-    for p in pending {
-        let (blob, created_by) = match p {
+    let opts = write_options(spec);
+    for (p, summary) in pending.into_iter().zip(summaries) {
+        let history = p.created_by();
+        let blob = match p {
             Pending::Cached {
                 spec: layer,
                 layer: cached,
@@ -159,7 +383,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     Error::io(
                         "reading",
                         &layer.src,
-                        std::io::Error::other("cache vanished"),
+                        std::io::Error::other("the layer cache is gone"),
                     )
                 })?;
                 let path = cache.materialize(&cached, &out)?;
@@ -171,20 +395,21 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 ));
                 let media_type =
                     media::oci_layer(&cached.media_type).unwrap_or(media::OCI_LAYER_GZIP);
-                let blob = LayerBlob {
+                LayerBlob {
                     digest: cached.digest,
                     diff_id: cached.diff_id,
                     size: cached.size,
                     media_type,
                     path,
-                };
-                (blob, created_by(&layer))
+                }
             }
             Pending::Build { plan, key } => {
+                let what = match &plan.generated {
+                    Some(g) => g.clone(),
+                    None => format!("{} -> {}", plan.spec.src.display(), plan.spec.dest),
+                };
                 progress(&format!(
-                    "layer {} -> {} ({} entries, {} bytes)",
-                    plan.spec.src.display(),
-                    plan.spec.dest,
+                    "layer {what} ({} entries, {} bytes)",
                     plan.entries.len(),
                     plan.content_size()
                 ));
@@ -200,10 +425,17 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                         ));
                     }
                 }
-                (blob, created_by(&plan.spec))
+                if let Some(s) = summary {
+                    check::tree::remember_new_layer(
+                        &blob.digest,
+                        &s,
+                        check::cache_dir().as_deref(),
+                    );
+                }
+                blob
             }
         };
-        image.push_layer(&blob, &created, &created_by);
+        image.push_layer(&blob, &created, &history);
     }
     image.edit(&spec.edits);
     image.stamp(&created);
@@ -215,12 +447,17 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     desc.platform = image.platform();
     let mut references = Vec::new();
     if let Some(o) = &spec.output {
+        let o = LayoutRef {
+            dir: o.dir.clone(),
+            tag: inputs_tag.clone().or_else(|| o.tag.clone()),
+        };
         out.set_tag(desc.clone(), o.tag.as_deref())?;
         references.push(format!("{o}@{}", desc.digest));
     }
     let mut pushed: Vec<&RegistryRef> = Vec::new();
     for dest in &spec.push {
-        progress(&format!("pushing {dest}"));
+        let reference = inputs_tag.clone().unwrap_or_else(|| dest.reference());
+        progress(&format!("pushing {}:{reference}", dest.repository));
         let upload = ManifestUpload {
             layers: image
                 .layers
@@ -238,14 +475,19 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 .map(|p| p.repository.clone())
                 .find(|r| r.api_host() == dest.repository.api_host()),
         };
-        let digest = write_manifest(client, &dest.repository, &upload, &dest.reference())?;
+        let digest = write_manifest(client, &dest.repository, &upload, &reference)?;
         pushed.push(dest);
-        references.push(dest.with_digest(digest));
+        references.push(match &inputs_tag {
+            Some(t) => format!("{}:{t}@{digest}", dest.repository),
+            None => dest.with_digest(digest),
+        });
     }
     Ok(Built {
         digest: desc.digest,
         size: desc.size,
         references,
+        report,
+        skipped: false,
     })
 }
 

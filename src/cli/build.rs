@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use hoist::build::accounts::{MkDir, UserAdd};
 use hoist::build::{self, file::epoch_from_env, file::Settings};
+use hoist::check::Severity;
 use hoist::config::parse_command;
 use hoist::layer::LayerSpec;
 
@@ -70,10 +72,35 @@ pub struct BuildArgs {
     push: Vec<String>,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Add an account: NAME:UID[:GID[:HOME]] (repeatable); /etc/passwd and /etc/group are
+    /// derived from the base's own, the home folder is owned by the user.
+    #[arg(long = "user-add", value_name = "NAME:UID[:GID[:HOME]]")]
+    users: Vec<String>,
+    /// Create an empty folder: PATH[,owner=UID:GID][,mode=OCTAL] (repeatable).
+    #[arg(long = "mkdir", value_name = "PATH[,owner=UID:GID][,mode=OCTAL]")]
+    mkdirs: Vec<String>,
+    /// Add a Playwright browsers folder (or a tarball of one) as a layer at DEST (default
+    /// /ms-playwright) and set PLAYWRIGHT_BROWSERS_PATH to it.
+    #[arg(long, value_name = "SRC[:DEST]")]
+    browsers: Option<String>,
+    /// What compatibility check errors do: error (stop the build, default), warn, off.
+    #[arg(long, value_name = "MODE")]
+    check: Option<String>,
+    /// Skip the compatibility checks (reads no base layer); same as --check=off.
+    #[arg(long, conflicts_with = "check")]
+    no_check: bool,
+    /// Tag the output with a hash of the base and every input (inputs-<32 hex>); the output
+    /// is then given as oci:DIR.
+    #[arg(long)]
+    tag_from_inputs: bool,
+    /// When the output already has the tag, print it and build nothing.
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 impl BuildArgs {
-    fn settings(&self) -> anyhow::Result<Settings> {
+    /// The flags as build settings.
+    pub(crate) fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings {
             base: self.base.clone(),
             platform: self.platform.clone(),
@@ -102,6 +129,24 @@ impl BuildArgs {
                 .iter()
                 .map(|l| LayerSpec::parse(l))
                 .collect::<Result<_, _>>()?,
+            users: self
+                .users
+                .iter()
+                .map(|u| UserAdd::parse(u))
+                .collect::<Result<_, _>>()?,
+            mkdirs: self
+                .mkdirs
+                .iter()
+                .map(|d| MkDir::parse(d))
+                .collect::<Result<_, _>>()?,
+            browsers: self.browsers.clone(),
+            tag_from_inputs: self.tag_from_inputs.then_some(true),
+            skip_existing: self.skip_existing.then_some(true),
+            check: if self.no_check {
+                Some("off".into())
+            } else {
+                self.check.clone()
+            },
             ..Default::default()
         };
         for e in &self.env {
@@ -112,16 +157,25 @@ impl BuildArgs {
         }
         Ok(s)
     }
+
+    /// The build file, with the flags laid over it.
+    /// The registry client the build's flags describe.
+    pub(crate) fn client(&self, quiet: bool) -> anyhow::Result<hoist::registry::Client> {
+        self.registry.client(quiet)
+    }
+
+    pub(crate) fn merged(&self) -> anyhow::Result<Settings> {
+        let flags = self.settings()?;
+        Ok(match &self.file {
+            Some(path) => Settings::from_file(path)?.overlay(flags),
+            None => flags,
+        })
+    }
 }
 
 /// Runs `hoist build`.
 pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
-    let flags = args.settings()?;
-    let settings = match &args.file {
-        Some(path) => Settings::from_file(path)?.overlay(flags),
-        None => flags,
-    };
-    let spec = settings.resolve(epoch_from_env()?)?;
+    let spec = args.merged()?.resolve(epoch_from_env()?)?;
     let client = args.registry.client(quiet)?;
     // Build steps go through the same sink as transfers, so lines and bars do not collide.
     let lines = client.options().progress.clone();
@@ -137,8 +191,19 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<()> {
         .chain(spec.push.iter().map(|p| p.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
-    let built = build::build(&spec, &client, &mut progress)
-        .with_context(|| format!("building {target}"))?;
+    let built = match build::build(&spec, &client, &mut progress) {
+        Err(hoist::Error::CheckFailed { errors, report }) => {
+            eprint!("{}", report.render(Severity::Info));
+            return Err(hoist::Error::CheckFailed { errors, report })
+                .with_context(|| format!("building {target}"));
+        }
+        other => other.with_context(|| format!("building {target}"))?,
+    };
+    if let Some(report) = &built.report {
+        if report.count(Severity::Error) + report.count(Severity::Warning) > 0 {
+            eprint!("{}", report.render(Severity::Warning));
+        }
+    }
     let mut out = std::io::stdout().lock();
     for r in &built.references {
         writeln!(out, "{r}")?;

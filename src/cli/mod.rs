@@ -1,7 +1,9 @@
 //! Command-line front end: flags (raw values) are turned into library settings, run, and the
 //! result printed on stdout; progress and errors go to stderr.
 
+mod browsers;
 mod build;
+mod check;
 mod inspect;
 mod pull;
 mod push;
@@ -24,6 +26,12 @@ pub struct Cli {
 enum Command {
     /// Build an image from a base, layers and config edits into an OCI layout and/or registries.
     Build(Box<build::BuildArgs>),
+    /// Check that the new layers will run on the base (glibc, shared libraries, loader,
+    /// entrypoint, user…), without writing anything. Takes the flags of `build`.
+    Check(Box<check::CheckArgs>),
+    /// Playwright browser folders: `browsers pack SRC OUT.tar.gz`.
+    #[command(subcommand)]
+    Browsers(browsers::BrowsersCommand),
     /// Show the manifest, config and layers of an image (OCI layout or registry).
     Inspect(inspect::InspectArgs),
     /// Push an image or index from an OCI image layout to a registry.
@@ -47,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args, quiet),
         Command::Push(args) => push::run(args, quiet),
         Command::Pull(args) => pull::run(args, quiet),
+        Command::Check(args) => check::run(*args, quiet),
+        Command::Browsers(cmd) => browsers::run(cmd, quiet),
     }
 }
 

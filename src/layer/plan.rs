@@ -23,6 +23,8 @@ pub struct LayerPlan {
     pub entries: Vec<Entry>,
     /// The tarball the file bytes come from, if the source is one.
     pub archive: Option<ArchivePlan>,
+    /// History text of a layer hoist generates (users, directories); `None` for sources.
+    pub generated: Option<String>,
 }
 
 impl LayerPlan {
@@ -80,7 +82,19 @@ impl LayerPlan {
             spec: spec.clone(),
             entries: finalize(entries),
             archive,
+            generated: None,
         })
+    }
+
+    /// A layer hoist generates itself from `entries` (file bytes inline), described in the
+    /// history as `created_by`.
+    pub fn generated(entries: Vec<Entry>, created_by: String) -> Self {
+        LayerPlan {
+            spec: LayerSpec::new("(generated)", "/"),
+            entries: finalize(entries),
+            archive: None,
+            generated: Some(created_by),
+        }
     }
 
     /// Total bytes of file content in the layer.
@@ -99,6 +113,9 @@ impl LayerPlan {
 
     /// Short description for the image history, e.g. `hoist layer app -> /opt/app`.
     pub fn created_by(&self) -> String {
+        if let Some(g) = &self.generated {
+            return g.clone();
+        }
         created_by(&self.spec)
     }
 }

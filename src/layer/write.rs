@@ -126,13 +126,7 @@ pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Res
             .at("starting compression for", tmp.path())?,
     );
     let mut builder = tar::Builder::new(tar_sink);
-    let mut archive = match &plan.archive {
-        Some(a) => Some(ArchiveReader::new(a, &plan.entries)?),
-        None => None,
-    };
-    for entry in &plan.entries {
-        append(&mut builder, entry, opts.mtime, archive.as_mut(), plan)?;
-    }
+    append_all(&mut builder, plan, opts.mtime)?;
     let out_err = |e| Error::io("writing", tmp.path(), e);
     let tar_sink = builder.into_inner().map_err(out_err)?;
     let (encoder, diff_id, _) = tar_sink.finish();
@@ -148,6 +142,30 @@ pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Res
         media_type: opts.compression.media_type(),
         path,
     })
+}
+
+/// The diff_id `plan`'s layer will have: its tar stream hashed, not compressed or written.
+/// Reads every source byte (as a build would), but costs no compression.
+pub fn diff_id(plan: &LayerPlan, mtime: u64) -> Result<Digest> {
+    let mut builder = tar::Builder::new(HashingWriter::new(io::sink()));
+    append_all(&mut builder, plan, mtime)?;
+    let sink = builder
+        .into_inner()
+        .map_err(|e| Error::io("hashing the layer of", &plan.spec.src, e))?;
+    let (_, digest, _) = sink.finish();
+    Ok(digest)
+}
+
+/// Writes every entry of `plan` into `builder`.
+fn append_all<W: Write>(builder: &mut tar::Builder<W>, plan: &LayerPlan, mtime: u64) -> Result<()> {
+    let mut archive = match &plan.archive {
+        Some(a) => Some(ArchiveReader::new(a, &plan.entries)?),
+        None => None,
+    };
+    for entry in &plan.entries {
+        append(builder, entry, mtime, archive.as_mut(), plan)?;
+    }
+    Ok(())
 }
 
 fn append<W: Write>(
@@ -185,6 +203,7 @@ fn append<W: Write>(
             header.set_size(*size);
             let (src, reader): (&Path, Box<dyn Read + '_>) = match (content, archive) {
                 (Content::File(src), _) => (src, Box::new(File::open(src).at("opening", src)?)),
+                (Content::Bytes(bytes), _) => (&plan.spec.src, Box::new(&bytes[..])),
                 (Content::Archive(offset), Some(archive)) => (
                     &plan.spec.src,
                     Box::new(archive.at(*offset, *size).at("reading", &plan.spec.src)?),
@@ -305,6 +324,22 @@ impl<W: Write + Send + 'static> Write for Encoder<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diff_id_matches_the_written_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/f"), b"hello").unwrap();
+        let plan = LayerPlan::new(&crate::layer::LayerSpec::new(&src, "/app")).unwrap();
+        let opts = WriteOptions {
+            mtime: 7,
+            compression: Compression::Gzip(1),
+            threads: 2,
+        };
+        let blob = write_layer(&plan, opts, t.path()).unwrap();
+        assert_eq!(diff_id(&plan, 7).unwrap(), blob.diff_id);
+    }
 
     #[test]
     fn compression_table() {

@@ -43,6 +43,8 @@ fn full_build(dir: &Path, base: &Path, out: &str) -> Run {
         "8000/tcp",
         "--output",
         out,
+        // The entrypoint names a file the fixture lacks; the checks' own tests live in check.rs.
+        "--check=warn",
     ])
 }
 

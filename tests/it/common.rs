@@ -80,12 +80,20 @@ pub fn hoist_bin() -> PathBuf {
 pub fn hoist() -> Command {
     let mut c = Command::new(hoist_bin());
     c.env_remove("SOURCE_DATE_EPOCH");
-    // Keep the layer cache of the tests away from the user's own.
-    c.env(
-        "HOIST_CACHE_DIR",
-        std::env::temp_dir().join(format!("hoist-test-cache-{}", std::process::id())),
-    );
+    c.env("HOIST_CACHE_DIR", test_cache().join("hoist-cache"));
     c
+}
+
+/// The folder where tests keep expensive fixtures between runs (root file systems, bundles):
+/// `$HOIST_TEST_CACHE`, else `target/test-cache`.
+pub fn test_cache() -> PathBuf {
+    match std::env::var_os("HOIST_TEST_CACHE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .join("test-cache"),
+    }
 }
 
 /// Runs hoist with `args`.

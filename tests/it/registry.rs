@@ -48,6 +48,11 @@ fn registry_push_pull_inspect_and_lazy_base() {
     let doc: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(doc["digest"], base_digest.as_str());
 
+    // The checks read a base layer once (streamed, never stored) and keep its summary by digest;
+    // from then on a build on that base reads no base blob.
+    let primed = run(hoist_in(home).args(["check", "--base", &reg.r("base/img:1")]));
+    assert!(primed.stderr().contains("checks: "), "{}", primed.stderr());
+
     // Lazy base: build on registry A, push to registry A. Only manifest + config are read.
     let before = reg.requests().len();
     let app = home.join("app");

@@ -1,0 +1,113 @@
+//! Will it run? Compatibility checks of the new layers with the base, before anything is written
+//! or pushed: symbol versions (glibc, libstdc++, libgcc_s, NSS), shared libraries resolved as
+//! `ld.so` would, loader and architecture, entrypoint, user and working directory, PyInstaller
+//! bundles shadowing the image's libraries, and Playwright browser revisions.
+//!
+//! Base layers are read as tar streams (never extracted) into small per-layer summaries cached
+//! by layer digest, so a second check on the same base reads no base blob.
+
+pub mod binaries;
+pub mod elf;
+pub mod libs;
+pub mod plans;
+pub mod playwright;
+pub mod report;
+pub mod runtime;
+pub mod summary;
+pub mod tree;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+pub use report::{Finding, Report, Severity};
+pub use summary::LayerSummary;
+pub use tree::{cache_dir, Tree};
+
+use crate::error::{Error, Result};
+use crate::image::Layer;
+
+/// What `build` does with the checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckMode {
+    /// Run them; errors stop the build (the default).
+    #[default]
+    Error,
+    /// Run them; print errors as warnings and build anyway.
+    Warn,
+    /// Do not run them (no base layer is read).
+    Off,
+}
+
+impl std::str::FromStr for CheckMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "error" | "true" | "on" => Ok(CheckMode::Error),
+            "warn" => Ok(CheckMode::Warn),
+            "off" | "false" | "none" => Ok(CheckMode::Off),
+            _ => Err(Error::InvalidValue {
+                what: "--check",
+                value: s.into(),
+                reason: "expected error, warn or off",
+            }),
+        }
+    }
+}
+
+/// The base's merged file system and what reading it cost.
+#[derive(Debug, Default)]
+pub struct BaseView {
+    /// The merged files of the base.
+    pub tree: Tree,
+    /// Layers read from their blobs.
+    pub read: usize,
+    /// Layers whose summary came from the cache.
+    pub cached: usize,
+}
+
+/// Reads the base layers (from the cache in `cache` when there) and merges them.
+pub fn read_base(layers: &[Layer], cache: Option<&Path>) -> Result<BaseView> {
+    let mut view = BaseView::default();
+    for l in layers {
+        let (summary, read) = tree::layer_summary(l, false, cache)?;
+        view.tree.apply(&summary, false);
+        if read {
+            view.read += 1;
+        } else {
+            view.cached += 1;
+        }
+    }
+    Ok(view)
+}
+
+/// Runs every check on the base plus `new_layers`, with the final image `config`; `arch` is
+/// the target platform's architecture.
+pub fn check_image(
+    mut base: BaseView,
+    new_layers: &[LayerSummary],
+    config: &Value,
+    arch: Option<&str>,
+) -> Report {
+    for l in new_layers {
+        base.tree.apply(l, true);
+    }
+    let tree = &base.tree;
+    let search = libs::Search::new(tree, runtime::env_var(config, "LD_LIBRARY_PATH"));
+    let (mut findings, elf_files) = binaries::check(tree, &search, arch);
+    findings.extend(binaries::check_bundle_leaks(tree, &search));
+    findings.extend(runtime::check_entrypoint(tree, config));
+    findings.extend(runtime::check_user(tree, config));
+    findings.extend(runtime::check_workdir(tree, config));
+    findings.extend(playwright::check(tree, config));
+    let mut report = Report {
+        errors: 0,
+        warnings: 0,
+        findings,
+        elf_files,
+        base_layers_read: base.read,
+        base_layers_cached: base.cached,
+    };
+    report.sort();
+    report
+}
