@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
-use crate::layer::write::{diff_id, write_layer};
+use crate::layer::write::{diff_id, write_layer, write_layer_teed};
 use crate::layer::{Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
@@ -25,6 +25,7 @@ use crate::reference::{ImageRef, LayoutRef};
 use crate::registry::pull::{fetch_blob, get_manifest};
 use crate::registry::push::{write_manifest, ManifestUpload};
 use crate::registry::source::image_from_registry;
+use crate::registry::stream;
 use crate::registry::write::BlobSource;
 use crate::registry::{for_each_parallel, Client, RegistryRef};
 use accounts::{MkDir, UserAdd};
@@ -413,7 +414,8 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     plan.entries.len(),
                     plan.content_size()
                 ));
-                let blob = write_layer(&plan, opts, &out.blob_dir())?;
+                let blob =
+                    write_and_stream(&plan, opts, &out, spec.push.first(), client, progress)?;
                 progress(&format!(
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
@@ -489,6 +491,52 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
         report,
         skipped: false,
     })
+}
+
+/// Writes a new layer; with a push destination, also streams it there while it is compressed
+/// (the later push then finds it with a `HEAD`). A streaming failure only costs the overlap: the
+/// push uploads the finished blob from disk.
+fn write_and_stream(
+    plan: &LayerPlan,
+    opts: WriteOptions,
+    out: &Layout,
+    dest: Option<&RegistryRef>,
+    client: &Client,
+    progress: &mut dyn FnMut(&str),
+) -> Result<LayerBlob> {
+    let Some(dest) = dest else {
+        return write_layer(plan, opts, &out.blob_dir());
+    };
+    let (upload, pipe) = match stream::start(client, &dest.repository) {
+        Ok(started) => started,
+        Err(e) => {
+            progress(&format!(
+                "  cannot stream to {}: {e}; it is pushed after the build",
+                dest.repository
+            ));
+            return write_layer(plan, opts, &out.blob_dir());
+        }
+    };
+    let (blob, complete) = write_layer_teed(plan, opts, &out.blob_dir(), Some(Box::new(pipe)))?;
+    let streamed = if complete {
+        upload.finish(&blob.digest)
+    } else {
+        Err(Error::BadResponse {
+            url: dest.repository.to_string(),
+            reason: "the upload stopped reading".into(),
+        })
+    };
+    match streamed {
+        Ok(()) => progress(&format!(
+            "  streamed to {} while compressing",
+            dest.repository
+        )),
+        Err(e) => progress(&format!(
+            "  streaming to {} failed ({e}); it is pushed from disk",
+            dest.repository
+        )),
+    }
+    Ok(blob)
 }
 
 /// A layer's bytes as a push source (a remote base layer stays remote).

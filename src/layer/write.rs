@@ -115,12 +115,28 @@ pub struct LayerBlob {
 /// Writes the layer of `plan` into `blob_dir` (a layout's `blobs/sha256`), named by its digest.
 /// The blob appears whole or not at all.
 pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Result<LayerBlob> {
+    write_layer_teed(plan, opts, blob_dir, None).map(|(blob, _)| blob)
+}
+
+/// [`write_layer`], also copying the compressed bytes, as they are produced, to `tee` (a
+/// streamed upload). A failing `tee` is dropped without failing the layer; the returned flag
+/// says whether it received every byte. `tee` is closed before this returns.
+pub fn write_layer_teed(
+    plan: &LayerPlan,
+    opts: WriteOptions,
+    blob_dir: &Path,
+    tee: Option<Box<dyn Write + Send>>,
+) -> Result<(LayerBlob, bool)> {
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-layer-")
         .tempfile_in(blob_dir)
         .at("creating a temp file in", blob_dir)?;
     let file = tmp.as_file().try_clone().at("opening", tmp.path())?;
-    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let teed = tee.is_some();
+    let sink = HashingWriter::new(Tee {
+        file: BufWriter::with_capacity(1 << 20, file),
+        extra: tee,
+    });
     let tar_sink = HashingWriter::new(
         Encoder::new(opts.compression, sink, opts.threads)
             .at("starting compression for", tmp.path())?,
@@ -131,17 +147,41 @@ pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Res
     let tar_sink = builder.into_inner().map_err(out_err)?;
     let (encoder, diff_id, _) = tar_sink.finish();
     let sink = encoder.finish().map_err(out_err)?;
-    let (buf, digest, size) = sink.finish();
-    buf.into_inner().map_err(|e| out_err(e.into_error()))?;
+    let (tee, digest, size) = sink.finish();
+    let tee_ok = teed && tee.extra.is_some();
+    let Tee { file, .. } = tee;
+    file.into_inner().map_err(|e| out_err(e.into_error()))?;
     let path = blob_dir.join(digest.hex());
     crate::layout::persist(tmp, &path)?;
-    Ok(LayerBlob {
+    let blob = LayerBlob {
         digest,
         diff_id,
         size,
         media_type: opts.compression.media_type(),
         path,
-    })
+    };
+    Ok((blob, tee_ok))
+}
+
+/// Writes to a file and, while it accepts bytes, to a second writer.
+struct Tee {
+    file: BufWriter<File>,
+    extra: Option<Box<dyn Write + Send>>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(extra) = &mut self.extra {
+            if extra.write_all(&buf[..n]).is_err() {
+                self.extra = None;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// The diff_id `plan`'s layer will have: its tar stream hashed, not compressed or written.

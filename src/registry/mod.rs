@@ -9,6 +9,7 @@ pub mod name;
 pub mod pull;
 pub mod push;
 pub mod source;
+pub mod stream;
 pub mod write;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -84,7 +84,7 @@ fn mount_blob(
 }
 
 /// POST `/blobs/uploads/`: opens an upload session and returns its URL.
-fn initiate_upload(c: &Client, repo: &Repository, scope: &Scope) -> Result<String> {
+pub(crate) fn initiate_upload(c: &Client, repo: &Repository, scope: &Scope) -> Result<String> {
     let url = c.url(repo, "blobs/uploads/")?;
     let resp = c.send(repo, scope, "POST", &url, c.doc_timeout(), &|r| {
         Ok(r.header(CONTENT_LENGTH, 0))
@@ -145,7 +145,7 @@ fn upload_chunks(
 }
 
 /// PUT `<session>?digest=…` without a body: completes a chunked upload.
-fn commit_upload(
+pub(crate) fn commit_upload(
     c: &Client,
     repo: &Repository,
     scope: &Scope,
@@ -296,7 +296,7 @@ fn open_body(
 }
 
 /// The `Location` of an upload session, made absolute.
-fn location(
+pub(crate) fn location(
     c: &Client,
     repo: &Repository,
     url: &str,

@@ -423,3 +423,65 @@ fn registry_errors_name_the_reference() {
     let r = run(hoist_in(home).args(["push", "--jobs", "0", "oci:x", "r/x"]));
     assert_eq!(r.code(), 2, "{}", r.stderr());
 }
+
+#[test]
+fn registry_build_push_streams_new_layers_while_compressing() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    // A few MiB over several gzip blocks, so the stream carries many chunks.
+    let src = home.join("data");
+    let mut x = 0x9E3779B97F4A7C15u64;
+    let text: String = (0..600_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ["alpha ", "beta\n", "gamma ", "delta "][(x % 4) as usize]
+        })
+        .collect();
+    write_file(&src.join("big.txt"), text.as_bytes(), 0o644);
+    let layer = format!("{}:/data", src.display());
+    let r = run(hoist_in(home).args([
+        "build",
+        "--no-cache",
+        "--base",
+        "scratch",
+        "--layer",
+        &layer,
+        "--push",
+        &reg.r("app/streamed:1"),
+    ]));
+    let pushed = printed_digest(&r.ok());
+    assert!(r.stderr().contains("streamed to "), "{}", r.stderr());
+    // The push that follows finds the streamed blob: one PATCH for it, and it "exists".
+    assert!(r.stderr().contains("): exists"), "{}", r.stderr());
+    let patches = reg
+        .requests()
+        .iter()
+        .filter(|l| l.starts_with("PATCH /v2/app/streamed/blobs/uploads/"))
+        .count();
+    assert_eq!(patches, 1, "{:#?}", reg.requests());
+    // The same build into a layout gives the same image; pulled back, the bytes match.
+    let local = run(hoist_in(home)
+        .args([
+            "build",
+            "--no-cache",
+            "--base",
+            "scratch",
+            "--layer",
+            &layer,
+            "--output",
+        ])
+        .arg(format!("oci:{}:1", home.join("local").display())))
+    .ok();
+    assert_eq!(printed_digest(&local), pushed);
+    let pulled = home.join("pulled");
+    run(hoist_in(home)
+        .args(["pull", &reg.r("app/streamed:1")])
+        .arg(format!("oci:{}:1", pulled.display())))
+    .ok();
+    assert_eq!(blob_set(&pulled), blob_set(&home.join("local")));
+}

@@ -356,3 +356,36 @@ fn registry_blob_redirects_to_storage_are_followed() {
         2
     );
 }
+
+#[test]
+fn registry_refused_streamed_upload_falls_back_to_pushing_from_disk() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    write_file(
+        &home.join("data/f.txt"),
+        "z".repeat(50_000).as_bytes(),
+        0o644,
+    );
+    // Refuse every PATCH: the streamed upload fails, then the push uploads the blob whole.
+    let p = FaultProxy::start(&reg.host, |m: &str, _: &str| {
+        if m == "PATCH" {
+            Fault::Respond(405, vec![])
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = run(hoist_in(home)
+        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
+        .arg(format!("{}:/data", home.join("data").display()))
+        .args(["--push", &format!("{}/s/a:1", p.host)]));
+    r.ok();
+    assert!(
+        r.stderr().contains("it is pushed from disk"),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().contains("): uploaded"), "{}", r.stderr());
+}
