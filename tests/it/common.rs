@@ -297,3 +297,36 @@ pub fn printed_digest(stdout: &str) -> String {
         .map(|(_, d)| d.to_string())
         .unwrap_or_else(|| panic!("no digest in {stdout:?}"))
 }
+
+/// A free port on 127.0.0.1 (bound and released; the caller's server takes it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:port, retried until `timeout` passes: (status line, body).
+pub fn http_get(port: u16, path: &str, timeout: std::time::Duration) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let mut resp = String::new();
+            if s.read_to_string(&mut resp).is_ok() && !resp.is_empty() {
+                let status = resp.lines().next().unwrap_or_default().to_string();
+                let body = resp
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                return Some((status, body));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}

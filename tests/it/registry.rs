@@ -497,17 +497,39 @@ fn registry_tag_from_inputs_and_skip_existing() {
     let layer = format!("{}:/data", home.join("data").display());
     let build = |extra: &[&str]| {
         let mut c = hoist_in(home);
-        c.args(["build", "--base", "scratch", "--layer", &layer, "--push", &reg.r("app/tagged"), "--tag-from-inputs"]).args(extra);
+        c.args([
+            "build",
+            "--base",
+            "scratch",
+            "--layer",
+            &layer,
+            "--push",
+            &reg.r("app/tagged"),
+            "--tag-from-inputs",
+        ])
+        .args(extra);
         run(&mut c)
     };
     let first = build(&[]);
     let out = first.ok();
-    assert!(out.trim().starts_with(&format!("{}:inputs-", reg.r("app/tagged"))), "{out}");
+    assert!(
+        out.trim()
+            .starts_with(&format!("{}:inputs-", reg.r("app/tagged"))),
+        "{out}"
+    );
     let before = reg.requests().len();
     let again = build(&["--skip-existing"]);
     assert_eq!(again.ok(), out, "the existing image is printed");
-    assert!(again.stderr().contains("nothing to build"), "{}", again.stderr());
-    let uploads: Vec<String> = reg.requests()[before..].iter().filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD ")).cloned().collect();
+    assert!(
+        again.stderr().contains("nothing to build"),
+        "{}",
+        again.stderr()
+    );
+    let uploads: Vec<String> = reg.requests()[before..]
+        .iter()
+        .filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+        .cloned()
+        .collect();
     assert!(uploads.is_empty(), "nothing uploaded: {uploads:#?}");
     // Another input, another tag.
     write_file(&home.join("data/f.txt"), b"changed\n", 0o644);

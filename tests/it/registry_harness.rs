@@ -41,15 +41,6 @@ impl Drop for Registry {
     }
 }
 
-/// A free port on 127.0.0.1 (bound and released; the registry takes it right after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Registry {
     /// Starts a registry, or returns None (test skipped) when `docker-registry` is missing.
     pub fn start(setup: Setup) -> Option<Registry> {
