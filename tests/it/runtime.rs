@@ -112,6 +112,78 @@ fn pyinstaller_server_with_user_add_and_mkdir_answers_alive_from_the_unpacked_im
     });
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, r#"{"status": "ok"}"#);
+
+    // The same image under podman (as root, vfs storage, runc), with its own entrypoint, user
+    // and working directory; only the port argument is given.
+    if is_root() && have_tool("podman") && have_tool("runc") {
+        podman_serves_alive(t.path(), &out, "dev");
+    }
+}
+
+/// Runs `oci:LAYOUT:TAG` with podman (private storage under `dir`) and expects HTTP 200 on
+/// `/alive`.
+fn podman_serves_alive(dir: &Path, layout: &Path, tag: &str) {
+    // This sandbox refuses the default RLIMIT_NOFILE podman sets; keep the caller's limits.
+    let conf = dir.join("containers.conf");
+    fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(dir.join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.join("podman-run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    let port = free_port().to_string();
+    let name = format!("hoist-test-{}", std::process::id());
+    // podman names the image after its path, which must be lowercase: link it from one.
+    let link = std::env::temp_dir().join(format!("hoist-podman-{}", std::process::id()));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(layout, &link).unwrap();
+    let image = format!("oci:{}:{tag}", link.display());
+    let started = run(&mut podman(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--runtime",
+        "runc",
+        "--network",
+        "host",
+        &image,
+        &port,
+        "--working-dir",
+        "/workspace",
+    ]));
+    let answer = started
+        .out
+        .status
+        .success()
+        .then(|| http_get(port.parse().unwrap(), "/alive", Duration::from_secs(60)))
+        .flatten();
+    let logs = run(&mut podman(&["logs", &name]));
+    let user = run(&mut podman(&[
+        "inspect",
+        "--format",
+        "{{.Config.User}}",
+        &name,
+    ]));
+    run(&mut podman(&["rm", "-f", &name]));
+    let _ = fs::remove_file(&link);
+    started.ok();
+    let (status, body) = answer.unwrap_or_else(|| {
+        panic!(
+            "no answer under podman; logs:\n{}{}",
+            logs.stdout(),
+            logs.stderr()
+        )
+    });
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(body, r#"{"status": "ok"}"#);
+    assert_eq!(user.stdout().trim(), "openhands");
 }
 
 fn browsers_folder(root: &Path, complete: bool) {
