@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::blocking::{RequestBuilder, Response};
-use reqwest::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::registry::auth::{fetch_token, Challenge, Scope};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::name::Repository;
+pub(crate) use crate::registry::status::{http_error, is_transient, status_error, UNTRUSTED_HINT};
 
 /// Receives progress lines (the library never prints).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
@@ -493,83 +494,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// True for errors worth another attempt: connection failures, 408, 429 and 5xx.
-pub(crate) fn is_transient(e: &Error) -> bool {
-    match e {
-        Error::Http { hint, .. } => hint.is_empty(),
-        Error::Interrupted { .. } => true,
-        Error::RegistryStatus { status, .. } => matches!(status, 408 | 429 | 500..=599),
-        _ => false,
-    }
-}
-
-const UNTRUSTED_HINT: &str = " (the registry's TLS certificate is not trusted: pass --ca-file, or put the CA in certs.d/HOST:PORT/ca.crt; for a registry without TLS use --insecure-registry HOST:PORT)";
-const PLAIN_HTTP_HINT: &str = " (the registry does not answer TLS; if it serves plain HTTP, pass --insecure-registry HOST:PORT)";
-
-/// Maps a transport error, with a hint when it looks like a certificate problem.
-pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error) -> Error {
-    let chain = format!("{source:?}");
-    let https = url.starts_with("https://");
-    let untrusted = ["certificate", "Certificate", "UnknownIssuer"]
-        .iter()
-        .any(|w| chain.contains(w));
-    let plain = [
-        "InvalidContentType",
-        "corrupt message",
-        "wrong version number",
-    ]
-    .iter()
-    .any(|w| chain.contains(w));
-    Error::Http {
-        method,
-        url: url.into(),
-        hint: match (https, untrusted, plain) {
-            (true, true, _) => UNTRUSTED_HINT,
-            (true, _, true) => PLAIN_HTTP_HINT,
-            _ => "",
-        },
-        source,
-    }
-}
-
-/// An unexpected status, with the registry's error envelope (`{"errors":[{code,message}]}`).
-pub(crate) fn status_error(method: &'static str, url: &str, status: u16, resp: Response) -> Error {
-    use std::io::Read;
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let mut raw = Vec::new();
-    let _ = resp.take(64 << 10).read_to_end(&mut raw);
-    let message = serde_json::from_slice::<serde_json::Value>(&raw)
-        .ok()
-        .and_then(|v| {
-            let errs = v["errors"]
-                .as_array()?
-                .iter()
-                .map(|e| {
-                    format!(
-                        "{} {}",
-                        e["code"].as_str().unwrap_or(""),
-                        e["message"].as_str().unwrap_or("")
-                    )
-                    .trim()
-                    .to_string()
-                })
-                .collect::<Vec<_>>();
-            Some(errs.join("; "))
-        })
-        .unwrap_or_default();
-    Error::RegistryStatus {
-        method,
-        url: url.into(),
-        status,
-        message,
-        retry_after,
-    }
-}
-
 fn read_pem(path: &Path) -> Result<Vec<reqwest::Certificate>> {
     let raw = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     let certs = reqwest::Certificate::from_pem_bundle(&raw).map_err(|e| Error::BadCertificate {
@@ -611,23 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn transient_errors() {
-        let st = |status| Error::RegistryStatus {
-            method: "GET",
-            url: "u".into(),
-            status,
-            message: String::new(),
-            retry_after: None,
-        };
-        assert!(is_transient(&st(503)) && is_transient(&st(429)) && is_transient(&st(408)));
-        assert!(!is_transient(&st(404)) && !is_transient(&st(400)));
-        assert!(!is_transient(&Error::AuthFailed {
-            host: "h".into(),
-            source_name: "s".into()
-        }));
-    }
-
-    #[test]
     fn retries_transient_errors_a_bounded_number_of_times() {
         let c = Client::new(Options {
             backoff: Duration::from_millis(1),
@@ -663,33 +570,6 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 2);
-    }
-
-    #[test]
-    fn status_errors_carry_the_spec_envelope_and_retry_after() {
-        let body = r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
-        let resp = http::Response::builder()
-            .status(429)
-            .header("Retry-After", "7")
-            .body(body)
-            .unwrap();
-        match status_error("PUT", "http://r/v2/x/manifests/1", 429, resp.into()) {
-            Error::RegistryStatus {
-                status: 429,
-                retry_after: Some(7),
-                message,
-                url,
-                ..
-            } => {
-                assert_eq!(message, "DENIED requested access to the resource is denied");
-                assert_eq!(url, "http://r/v2/x/manifests/1");
-            }
-            other => panic!("{other:?}"),
-        }
-        let resp = http::Response::builder().status(500).body("oops").unwrap();
-        assert!(
-            matches!(status_error("GET", "u", 500, resp.into()), Error::RegistryStatus { retry_after: None, ref message, .. } if message.is_empty())
-        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod name;
 pub mod pull;
 pub mod push;
 pub mod source;
+pub mod status;
 pub mod stream;
 pub mod write;
 
