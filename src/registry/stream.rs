@@ -6,7 +6,6 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -24,6 +23,10 @@ use crate::registry::write::{commit_upload, initiate_upload, location};
 /// about one compressed 1 MiB block).
 const PIPE_DEPTH: usize = 16;
 
+/// How long the layer writer waits for a stalled upload to take more bytes before it drops the
+/// stream (the build goes on; the blob is pushed from disk afterwards).
+const STALL: Duration = Duration::from_secs(30);
+
 /// The writing end of the pipe; dropping it ends the upload's body.
 pub struct PipeWriter(Sender<Vec<u8>>);
 
@@ -36,8 +39,11 @@ struct PipeReader {
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.send(buf.to_vec()).map_err(|_| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "the streamed upload stopped")
+        self.0.send_timeout(buf.to_vec(), STALL).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the streamed upload stopped or stalled",
+            )
         })?;
         Ok(buf.len())
     }
@@ -69,7 +75,7 @@ pub struct StreamingUpload {
     client: Client,
     repo: Repository,
     scope: Scope,
-    patch: JoinHandle<Result<String>>,
+    patch: Receiver<Result<String>>,
 }
 
 /// Opens an upload session on `repo` and starts streaming whatever is written to the returned
@@ -84,52 +90,67 @@ pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, PipeWrit
         pos: 0,
     }));
     let (client, r, s) = (c.clone(), repo.clone(), scope.clone());
-    let patch = std::thread::spawn(move || -> Result<String> {
-        // No size is known: the body is sent with chunked transfer encoding, no Content-Range.
-        let resp = client.send(
-            &r,
-            &s,
-            "PATCH",
-            &session,
-            Duration::from_secs(24 * 3600),
-            &|req| {
-                let body = reader
-                    .lock()
-                    .ok()
-                    .and_then(|mut g| g.take())
-                    .ok_or_else(|| Error::BadResponse {
-                        url: session.clone(),
-                        reason: "the registry asked to resend a streamed body".into(),
-                    })?;
-                Ok(req
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .body(Body::new(body)))
-            },
-        )?;
-        match resp.status().as_u16() {
-            200..=299 => location(&client, &r, &session, &resp),
-            st => Err(status_error("PATCH", &session, st, resp)),
-        }
+    let (done_tx, done_rx) = bounded::<Result<String>>(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(patch(&client, &r, &s, &session, reader));
     });
     Ok((
         StreamingUpload {
             client: c.clone(),
             repo: repo.clone(),
             scope,
-            patch,
+            patch: done_rx,
         },
         PipeWriter(tx),
     ))
 }
 
+/// PATCH `session` with the pipe as a body of unknown length; returns the next session URL.
+fn patch(
+    client: &Client,
+    r: &Repository,
+    s: &Scope,
+    session: &str,
+    reader: Mutex<Option<PipeReader>>,
+) -> Result<String> {
+    // No size is known: the body is sent with chunked transfer encoding, no Content-Range.
+    let resp = client.send(
+        r,
+        s,
+        "PATCH",
+        session,
+        Duration::from_secs(24 * 3600),
+        &|req| {
+            let body = reader
+                .lock()
+                .ok()
+                .and_then(|mut g| g.take())
+                .ok_or_else(|| Error::BadResponse {
+                    url: session.to_string(),
+                    reason: "the registry asked to resend a streamed body".into(),
+                })?;
+            Ok(req
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .body(Body::new(body)))
+        },
+    )?;
+    match resp.status().as_u16() {
+        200..=299 => location(client, r, session, &resp),
+        st => Err(status_error("PATCH", session, st, resp)),
+    }
+}
+
 impl StreamingUpload {
-    /// Waits for the streamed body to be accepted (the pipe must be closed first) and commits
-    /// the blob under `digest`.
+    /// Waits (a bounded time) for the streamed body to be accepted — the pipe must be closed
+    /// first — and commits the blob under `digest`.
     pub fn finish(self, digest: &Digest) -> Result<()> {
-        let session = self.patch.join().map_err(|_| Error::BadResponse {
-            url: self.repo.to_string(),
-            reason: "the upload thread panicked".into(),
-        })??;
+        let session = self
+            .patch
+            .recv_timeout(self.client.doc_timeout())
+            .map_err(|_| Error::BadResponse {
+                url: self.repo.to_string(),
+                reason: "no answer to the streamed upload".into(),
+            })??;
         commit_upload(&self.client, &self.repo, &self.scope, &session, digest)
     }
 }

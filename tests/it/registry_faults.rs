@@ -6,7 +6,7 @@
 use std::fs;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::registry_harness::*;
@@ -388,4 +388,44 @@ fn registry_refused_streamed_upload_falls_back_to_pushing_from_disk() {
         r.stderr()
     );
     assert!(r.stderr().contains("): uploaded"), "{}", r.stderr());
+}
+
+#[test]
+fn registry_stalled_streamed_upload_does_not_stall_the_build() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    write_file(
+        &home.join("data/f.txt"),
+        "s".repeat(50_000).as_bytes(),
+        0o644,
+    );
+    // The streamed PATCH lands but its answer never comes in time; the build goes on and the
+    // blob is pushed from disk (one PUT: small blobs are not sent with PATCH).
+    let p = FaultProxy::start(&reg.host, |m: &str, _: &str| {
+        if m == "PATCH" {
+            Fault::Stall(Duration::from_secs(20))
+        } else {
+            Fault::Pass
+        }
+    });
+    let started = Instant::now();
+    let r = run(hoist_in(home)
+        .env("HOIST_TIMEOUT_SECS", "2")
+        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
+        .arg(format!("{}:/data", home.join("data").display()))
+        .args(["--push", &format!("{}/s/b:1", p.host)]));
+    r.ok();
+    assert!(
+        r.stderr().contains("it is pushed from disk"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
 }

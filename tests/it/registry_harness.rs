@@ -361,6 +361,7 @@ fn serve(
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0usize;
+    let mut chunked = false;
     let mut authorization = None;
     loop {
         let mut line = String::new();
@@ -373,6 +374,11 @@ fn serve(
         let lower = line.to_ascii_lowercase();
         if let Some(v) = lower.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            // A streamed body: read it whole below and forward it with a Content-Length.
+            chunked = true;
+            continue;
         }
         if lower.starts_with("authorization:") {
             authorization = Some(line["authorization:".len()..].trim().to_string());
@@ -401,8 +407,16 @@ fn serve(
         reader.read_exact(&mut half)?;
         return client.shutdown(Shutdown::Both);
     }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body)?;
+    let body = if chunked {
+        let body = read_chunked(&mut reader)?;
+        head.retain(|h| !h.to_ascii_lowercase().starts_with("content-length:"));
+        head.push(format!("Content-Length: {}\r\n", body.len()));
+        body
+    } else {
+        let mut body = vec![0; content_length];
+        reader.read_exact(&mut body)?;
+        body
+    };
     let canned = match &fault {
         Fault::Respond(status, headers) => Some((status, headers, "")),
         Fault::RespondBody(status, headers, body) => Some((status, headers, body.as_str())),
@@ -446,4 +460,25 @@ fn serve(
     }
     client.write_all(&resp)?;
     client.shutdown(Shutdown::Both)
+}
+
+/// Reads an HTTP/1.1 chunked body (without trailers) into one buffer.
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line)?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            let mut end = String::new();
+            reader.read_line(&mut end)?;
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
+    }
 }
