@@ -120,6 +120,24 @@ fn edit_root(config: &mut Value, f: impl FnOnce(&mut Map<String, Value>)) {
 }
 
 impl ConfigEdits {
+    /// Lays `later` over these edits: single values it sets replace, env, labels and ports are
+    /// applied after these (so `later` wins for the same key).
+    pub fn overlay(&mut self, later: ConfigEdits) {
+        fn pick<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        pick(&mut self.entrypoint, later.entrypoint);
+        pick(&mut self.cmd, later.cmd);
+        pick(&mut self.workdir, later.workdir);
+        pick(&mut self.user, later.user);
+        pick(&mut self.stop_signal, later.stop_signal);
+        self.env.extend(later.env);
+        self.labels.extend(later.labels);
+        self.expose.extend(later.expose);
+    }
+
     /// Applies the edits to a config document.
     pub fn apply(&self, config: &mut Value) {
         edit_root(config, |root| {

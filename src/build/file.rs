@@ -27,22 +27,9 @@ pub struct Settings {
     pub compression: Option<String>,
     /// `--layer`, in order.
     pub layers: Vec<LayerSpec>,
-    /// `--entrypoint`.
-    pub entrypoint: Option<Vec<String>>,
-    /// `--cmd`.
-    pub cmd: Option<Vec<String>>,
-    /// `--env`, in order.
-    pub env: Vec<(String, String)>,
-    /// `--workdir`.
-    pub workdir: Option<String>,
-    /// `--user`.
-    pub user: Option<String>,
-    /// `--label`.
-    pub labels: Vec<(String, String)>,
-    /// `--expose`.
-    pub expose: Vec<String>,
-    /// `--stop-signal`.
-    pub stop_signal: Option<String>,
+    /// `--entrypoint`, `--cmd`, `--env`, `--workdir`, `--user`, `--label`, `--expose` (checked
+    /// and normalised by [`Settings::resolve`]) and `--stop-signal`.
+    pub edits: ConfigEdits,
     /// `--cache-dir` (else `HOIST_CACHE_DIR`, `$XDG_CACHE_HOME/hoist`, `~/.cache/hoist`).
     pub cache_dir: Option<PathBuf>,
     /// `--cache-max-size` (else `HOIST_CACHE_MAX_SIZE`, else 10G).
@@ -171,14 +158,16 @@ impl Settings {
             output: file.output.map(|o| rebase_ref(dir, o)),
             compression: file.compression,
             layers,
-            entrypoint: file.entrypoint.map(Into::into),
-            cmd: file.cmd.map(Into::into),
-            env: table_pairs(path, "env", file.env)?,
-            workdir: file.workdir,
-            user: file.user,
-            labels: table_pairs(path, "labels", file.labels)?,
-            expose: file.expose,
-            stop_signal: file.stop_signal,
+            edits: ConfigEdits {
+                entrypoint: file.entrypoint.map(Into::into),
+                cmd: file.cmd.map(Into::into),
+                env: table_pairs(path, "env", file.env)?,
+                workdir: file.workdir,
+                user: file.user,
+                labels: table_pairs(path, "labels", file.labels)?,
+                expose: file.expose,
+                stop_signal: file.stop_signal,
+            },
             push: file.push,
             users: file
                 .user_add
@@ -203,13 +192,13 @@ impl Settings {
 
     /// Parses `K=V` flag values into `env` / `labels`.
     pub fn push_env(&mut self, value: &str) -> Result<()> {
-        self.env.push(parse_key_value("--env", value)?);
+        self.edits.env.push(parse_key_value("--env", value)?);
         Ok(())
     }
 
     /// Parses a `K=V` label flag.
     pub fn push_label(&mut self, value: &str) -> Result<()> {
-        self.labels.push(parse_key_value("--label", value)?);
+        self.edits.labels.push(parse_key_value("--label", value)?);
         Ok(())
     }
 
@@ -225,11 +214,7 @@ impl Settings {
         pick(&mut self.platform, flags.platform);
         pick(&mut self.output, flags.output);
         pick(&mut self.compression, flags.compression);
-        pick(&mut self.entrypoint, flags.entrypoint);
-        pick(&mut self.cmd, flags.cmd);
-        pick(&mut self.workdir, flags.workdir);
-        pick(&mut self.user, flags.user);
-        pick(&mut self.stop_signal, flags.stop_signal);
+        self.edits.overlay(flags.edits);
         pick(&mut self.cache_dir, flags.cache_dir);
         pick(&mut self.cache_max_size, flags.cache_max_size);
         self.no_cache |= flags.no_cache;
@@ -240,9 +225,6 @@ impl Settings {
         self.users.extend(flags.users);
         self.mkdirs.extend(flags.mkdirs);
         self.layers.extend(flags.layers);
-        self.env.extend(flags.env);
-        self.labels.extend(flags.labels);
-        self.expose.extend(flags.expose);
         if !flags.push.is_empty() {
             self.push = flags.push;
         }
@@ -275,7 +257,8 @@ impl Settings {
             let spec = LayerSpec::new(src, dest.trim_end_matches('/').to_string());
             spec.validate()?;
             // Before the user's own env, so an explicit PLAYWRIGHT_BROWSERS_PATH still wins.
-            self.env
+            self.edits
+                .env
                 .insert(0, ("PLAYWRIGHT_BROWSERS_PATH".into(), spec.dest.clone()));
             self.layers.push(spec);
         }
@@ -310,12 +293,13 @@ impl Settings {
             .map(|c| c.parse())
             .transpose()?
             .unwrap_or_default();
-        let expose = self
+        let mut edits = self.edits;
+        edits.expose = edits
             .expose
             .iter()
             .map(|p| parse_port(p))
             .collect::<Result<Vec<_>>>()?;
-        for (k, _) in &self.labels {
+        for (k, _) in &edits.labels {
             if k.is_empty() {
                 return Err(Error::InvalidValue {
                     what: "label",
@@ -363,16 +347,7 @@ impl Settings {
             check,
             tag_from_inputs,
             skip_existing: self.skip_existing.unwrap_or(false),
-            edits: ConfigEdits {
-                entrypoint: self.entrypoint,
-                cmd: self.cmd,
-                env: self.env,
-                workdir: self.workdir,
-                user: self.user,
-                labels: self.labels,
-                expose,
-                stop_signal: self.stop_signal,
-            },
+            edits,
             compression,
             threads: crate::layer::compress::default_threads(),
             epoch,
@@ -431,7 +406,7 @@ owner = "1000:1000"
             Some(format!("oci:{}", dir.path().join("base:1").display()).as_str())
         );
         assert_eq!(file.layers[0].src, dir.path().join("dist/app"));
-        assert_eq!(file.cmd, Some(vec!["serve".to_string()]));
+        assert_eq!(file.edits.cmd, Some(vec!["serve".to_string()]));
         let mut flags = Settings {
             output: Some("oci:/tmp/o:x".into()),
             ..Default::default()

@@ -8,7 +8,7 @@ use clap::Args;
 use hoist::build::accounts::{MkDir, UserAdd};
 use hoist::build::{self, file::epoch_from_env, file::Settings};
 use hoist::check::Severity;
-use hoist::config::parse_command;
+use hoist::config::{parse_command, ConfigEdits};
 use hoist::layer::LayerSpec;
 
 use super::registry::RegistryArgs;
@@ -106,24 +106,27 @@ impl BuildArgs {
             platform: self.platform.clone(),
             output: self.output.clone(),
             compression: self.compression.clone(),
-            workdir: self.workdir.clone(),
-            user: self.user.clone(),
-            stop_signal: self.stop_signal.clone(),
             cache_dir: self.cache_dir.clone(),
             cache_max_size: self.cache_max_size.clone(),
             no_cache: self.no_cache,
             push: self.push.clone(),
-            expose: self.expose.clone(),
-            entrypoint: self
-                .entrypoint
-                .as_deref()
-                .map(|v| parse_command("--entrypoint", v))
-                .transpose()?,
-            cmd: self
-                .cmd
-                .as_deref()
-                .map(|v| parse_command("--cmd", v))
-                .transpose()?,
+            edits: ConfigEdits {
+                entrypoint: self
+                    .entrypoint
+                    .as_deref()
+                    .map(|v| parse_command("--entrypoint", v))
+                    .transpose()?,
+                cmd: self
+                    .cmd
+                    .as_deref()
+                    .map(|v| parse_command("--cmd", v))
+                    .transpose()?,
+                workdir: self.workdir.clone(),
+                user: self.user.clone(),
+                stop_signal: self.stop_signal.clone(),
+                expose: self.expose.clone(),
+                ..Default::default()
+            },
             layers: self
                 .layers
                 .iter()
