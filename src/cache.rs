@@ -74,7 +74,12 @@ impl LayerCache {
             root: root.into(),
             max_bytes,
         };
-        for d in [cache.blob_dir(), cache.root.join("layers")] {
+        for d in [
+            cache.blob_dir(),
+            cache.root.join("layers"),
+            cache.root.join("content"),
+            cache.root.join("seen"),
+        ] {
             fs::create_dir_all(&d).at("creating the cache directory", &d)?;
         }
         Ok(cache)
@@ -100,7 +105,43 @@ impl LayerCache {
 
     /// The layer stored under `key`, if its blob is still there (and marks it recently used).
     pub fn lookup(&self, key: &Digest) -> Option<CachedLayer> {
-        let record = self.record_path(key);
+        self.read_record(self.record_path(key))
+    }
+
+    /// The layer whose uncompressed tar has `diff_id`, written with `opts`, if its blob is still
+    /// there. A content-addressed hit: safe whatever the sources' stat data.
+    pub fn lookup_content(&self, diff_id: &Digest, opts: &WriteOptions) -> Option<CachedLayer> {
+        self.read_record(self.content_path(diff_id, opts))
+    }
+
+    /// True when a layer with this [`source_identity`] was built before (so hashing a source
+    /// whose stat data changed, to look for its content, is likely to pay off).
+    pub fn has_built(&self, identity: &Digest) -> bool {
+        self.root.join("seen").join(identity.hex()).exists()
+    }
+
+    /// Records `layer` under the stat-based `key` too (after a content hit).
+    pub fn remember(&self, key: &Digest, layer: &CachedLayer) -> Result<()> {
+        self.write_record(&self.record_path(key), layer)
+    }
+
+    fn content_path(&self, diff_id: &Digest, opts: &WriteOptions) -> PathBuf {
+        let name = Digest::of(format!("{LAYER_FORMAT}:{}:{diff_id}", opts.compression).as_bytes());
+        self.root
+            .join("content")
+            .join(format!("{}.json", name.hex()))
+    }
+
+    fn write_record(&self, path: &Path, layer: &CachedLayer) -> Result<()> {
+        let raw = serde_json::to_vec(layer).map_err(|e| Error::BadJson {
+            what: "cache record",
+            location: path.display().to_string(),
+            source: e,
+        })?;
+        write_atomic(path, &raw)
+    }
+
+    fn read_record(&self, record: PathBuf) -> Option<CachedLayer> {
         let layer: CachedLayer = serde_json::from_slice(&fs::read(&record).ok()?).ok()?;
         let blob = self.blob_path(&layer.digest);
         if fs::metadata(&blob).ok()?.len() != layer.size {
@@ -116,9 +157,16 @@ impl LayerCache {
         Some(layer)
     }
 
-    /// Stores a freshly written layer under `key` (hard link when possible, else a copy), then
-    /// evicts the least recently used blobs beyond the size bound.
-    pub fn store(&self, key: &Digest, blob: &LayerBlob) -> Result<()> {
+    /// Stores a freshly written layer (hard link when possible, else a copy) under its content
+    /// and, when given, under the stat-based `key`; marks `identity` as built; then evicts the
+    /// least recently used blobs beyond the size bound.
+    pub fn store(
+        &self,
+        key: Option<&Digest>,
+        identity: &Digest,
+        opts: &WriteOptions,
+        blob: &LayerBlob,
+    ) -> Result<()> {
         let dest = self.blob_path(&blob.digest);
         if fs::metadata(&dest).map(|m| m.len()).ok() != Some(blob.size) {
             if fs::hard_link(&blob.path, &dest).is_err() {
@@ -141,12 +189,11 @@ impl LayerCache {
             size: blob.size,
             media_type: blob.media_type.to_string(),
         };
-        let raw = serde_json::to_vec(&record).map_err(|e| Error::BadJson {
-            what: "cache record",
-            location: key.to_string(),
-            source: e,
-        })?;
-        write_atomic(&self.record_path(key), &raw)?;
+        self.write_record(&self.content_path(&blob.diff_id, opts), &record)?;
+        if let Some(key) = key {
+            self.write_record(&self.record_path(key), &record)?;
+        }
+        write_atomic(&self.root.join("seen").join(identity.hex()), b"")?;
         self.evict()
     }
 
@@ -189,6 +236,26 @@ impl LayerCache {
         }
         Ok(())
     }
+}
+
+/// What a layer is, apart from its sources' content: destination, options and compression.
+/// Layers built before with the same identity make a content lookup worth its hashing pass.
+pub fn source_identity(spec: &LayerSpec, opts: &WriteOptions) -> Digest {
+    let owner = spec.owner.unwrap_or_default();
+    Digest::of(
+        format!(
+            "{LAYER_FORMAT}\n{}\n{}\n{}\n{}:{}:{}:{}:{}",
+            opts.compression,
+            opts.mtime,
+            spec.dest,
+            owner.uid,
+            owner.gid,
+            spec.strip,
+            spec.parents,
+            spec.extract
+        )
+        .as_bytes(),
+    )
 }
 
 /// The cache key of the layer `spec` would produce with `opts`, or `None` when a source was

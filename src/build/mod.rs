@@ -9,7 +9,7 @@ pub mod inputs;
 
 use std::sync::Arc;
 
-use crate::cache::{layer_key, CachedLayer, LayerCache};
+use crate::cache::{layer_key, source_identity, CachedLayer, LayerCache};
 use crate::check::{self, CheckMode, LayerSummary, Report, Severity};
 use crate::config::{self, ConfigEdits};
 use crate::digest::Digest;
@@ -98,7 +98,57 @@ enum Pending {
     Build {
         plan: Box<LayerPlan>,
         key: Option<Digest>,
+        identity: Digest,
     },
+}
+
+/// Finds `layer` in the cache — by the stat data of its sources, else (for a layer built before
+/// whose sources were copied or touched, not just now) by the hash of its tar stream — or plans
+/// it.
+fn plan_or_reuse(
+    layer: &LayerSpec,
+    opts: &WriteOptions,
+    cache: Option<&LayerCache>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Pending> {
+    let key = match cache {
+        Some(_) => layer_key(layer, opts)?,
+        None => None,
+    };
+    if let Some(hit) = key.as_ref().and_then(|k| cache.and_then(|c| c.lookup(k))) {
+        return Ok(Pending::Cached {
+            spec: layer.clone(),
+            layer: hit,
+        });
+    }
+    let plan = LayerPlan::new(layer)?;
+    let identity = source_identity(layer, opts);
+    // Sources touched in the last seconds (no stat key) were most likely just edited: hashing
+    // them to look for an unchanged layer would only add a pass.
+    if let (Some(c), Some(_)) = (cache.filter(|c| c.has_built(&identity)), &key) {
+        let d = diff_id(&plan, opts.mtime)?;
+        if let Some(hit) = c.lookup_content(&d, opts) {
+            progress(&format!(
+                "layer {} -> {}: same content as a cached layer",
+                layer.src.display(),
+                layer.dest
+            ));
+            if let Some(k) = &key {
+                if let Err(e) = c.remember(k, &hit) {
+                    progress(&format!("warning: cannot update the layer cache: {e}"));
+                }
+            }
+            return Ok(Pending::Cached {
+                spec: layer.clone(),
+                layer: hit,
+            });
+        }
+    }
+    Ok(Pending::Build {
+        plan: Box::new(plan),
+        key,
+        identity,
+    })
 }
 
 impl Pending {
@@ -148,23 +198,7 @@ fn prepare(
     };
     let mut pending = Vec::with_capacity(spec.layers.len() + 1);
     for layer in &spec.layers {
-        let key = match &cache {
-            Some(_) => layer_key(layer, &opts)?,
-            None => None,
-        };
-        let hit = key
-            .as_ref()
-            .and_then(|k| cache.as_ref().and_then(|c| c.lookup(k)));
-        pending.push(match hit {
-            Some(cached) => Pending::Cached {
-                spec: layer.clone(),
-                layer: cached,
-            },
-            None => Pending::Build {
-                plan: Box::new(LayerPlan::new(layer)?),
-                key,
-            },
-        });
+        pending.push(plan_or_reuse(layer, &opts, cache.as_ref(), progress)?);
     }
     let image = match &spec.base {
         ImageRef::Scratch => Image::scratch(spec.platform.as_ref().unwrap_or(&Platform::host())),
@@ -192,9 +226,11 @@ fn prepare(
         if let Some(plan) =
             accounts::accounts_layer(&spec.users, &spec.mkdirs, &view.tree, spec.epoch)?
         {
+            let identity = source_identity(&plan.spec, &write_options(spec));
             pending.push(Pending::Build {
                 plan: Box::new(plan),
                 key: None,
+                identity,
             });
         }
     }
@@ -404,7 +440,11 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     path,
                 }
             }
-            Pending::Build { plan, key } => {
+            Pending::Build {
+                plan,
+                key,
+                identity,
+            } => {
                 let what = match &plan.generated {
                     Some(g) => g.clone(),
                     None => format!("{} -> {}", plan.spec.src.display(), plan.spec.dest),
@@ -420,8 +460,8 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
                 ));
-                if let (Some(cache), Some(key)) = (&cache, key) {
-                    if let Err(e) = cache.store(&key, &blob) {
+                if let Some(cache) = &cache {
+                    if let Err(e) = cache.store(key.as_ref(), &identity, &opts, &blob) {
                         progress(&format!(
                             "warning: cannot store the layer in the cache: {e}"
                         ));

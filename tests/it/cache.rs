@@ -191,3 +191,69 @@ fn cache_is_bounded() {
     a_again.ok();
     assert!(!a_again.stderr().contains("cached"), "{}", a_again.stderr());
 }
+
+#[test]
+fn copied_sources_hit_the_cache_by_content() {
+    let t = tempdir();
+    let cache = t.path().join("cache");
+    let app = app_dir(t.path());
+    settle();
+    build(
+        &cache,
+        &[format!("{}:/app", app.display())],
+        &t.path().join("o1"),
+        &[],
+    )
+    .ok();
+    // A fresh checkout: same files, new inodes and ctimes (what a CI runner sees every time).
+    let copy = t.path().join("checkout");
+    run(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&app)
+        .arg(&copy))
+    .ok();
+    settle();
+    let r = build(
+        &cache,
+        &[format!("{}:/app", copy.display())],
+        &t.path().join("o2"),
+        &[],
+    );
+    r.ok();
+    assert!(
+        r.stderr().contains("same content as a cached layer"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        layer_digests(&t.path().join("o1")),
+        layer_digests(&t.path().join("o2"))
+    );
+    // Now known by its stat data too.
+    let again = build(
+        &cache,
+        &[format!("{}:/app", copy.display())],
+        &t.path().join("o3"),
+        &[],
+    );
+    assert!(
+        again.stderr().contains(": cached sha256:"),
+        "{}",
+        again.stderr()
+    );
+    // A copy whose content differs is built.
+    fs::write(copy.join("app"), b"#!/bin/sh\necho other\n").unwrap();
+    settle();
+    let changed = build(
+        &cache,
+        &[format!("{}:/app", copy.display())],
+        &t.path().join("o4"),
+        &[],
+    );
+    changed.ok();
+    assert!(!changed.stderr().contains("cached"), "{}", changed.stderr());
+    assert_ne!(
+        layer_digests(&t.path().join("o1")),
+        layer_digests(&t.path().join("o4"))
+    );
+}
