@@ -7,8 +7,13 @@
 //! still misses. Sources touched in the last [`RACY_SECS`] seconds are not cached at all (on file
 //! systems with coarse timestamps two writes in one tick would share a ctime).
 //!
+//! A second, content-addressed record names each layer by its diff_id and compression: when the
+//! stat key misses for a layer built before (a fresh checkout, a copy), the tar stream is hashed
+//! once without compressing and the layer is found by content.
+//!
 //! On disk (`$HOIST_CACHE_DIR`, else `$XDG_CACHE_HOME/hoist`, else `~/.cache/hoist`):
-//! `blobs/sha256/<hex>` and `layers/<key>.json` (digest, diff_id, size, media type). Blobs are
+//! `blobs/sha256/<hex>`, `layers/<key>.json` and `content/<hash>.json` (digest, diff_id, size,
+//! media type), and `seen/<identity>` for the destinations and options built before. Blobs are
 //! hard-linked into output layouts when they share a file system, else copied. The total blob
 //! size is bounded; the least recently used blobs are evicted first.
 
