@@ -215,6 +215,33 @@ impl Layout {
         write_atomic(&self.root.join("index.json"), &canonical_json(&index))
     }
 
+    /// The `index.json` entry tagged `tag`, if there is one.
+    pub fn tagged(&self, tag: &str) -> Result<Option<Descriptor>> {
+        Ok(self
+            .index()?
+            .manifests
+            .into_iter()
+            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag)))
+    }
+
+    /// The `index.json` entry tagged `tag`; an error naming the tags there when it is missing.
+    pub fn tag_descriptor(&self, tag: &str) -> Result<Descriptor> {
+        self.tagged(tag)?.ok_or_else(|| Error::TagNotFound {
+            path: self.root.clone(),
+            tag: tag.into(),
+            available: self
+                .tags()
+                .map(|t| {
+                    if t.is_empty() {
+                        "none".into()
+                    } else {
+                        t.join(", ")
+                    }
+                })
+                .unwrap_or_default(),
+        })
+    }
+
     /// The tags present in `index.json`.
     pub fn tags(&self) -> Result<Vec<String>> {
         Ok(self
@@ -235,25 +262,7 @@ impl Layout {
         let index = self.index()?;
         let root_loc = self.root.join("index.json").display().to_string();
         let desc = match tag {
-            Some(t) => index
-                .manifests
-                .iter()
-                .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(t))
-                .cloned()
-                .ok_or_else(|| Error::TagNotFound {
-                    path: self.root.clone(),
-                    tag: t.into(),
-                    available: self
-                        .tags()
-                        .map(|t| {
-                            if t.is_empty() {
-                                "none".into()
-                            } else {
-                                t.join(", ")
-                            }
-                        })
-                        .unwrap_or_default(),
-                })?,
+            Some(t) => self.tag_descriptor(t)?,
             None => match index.manifests.as_slice() {
                 [one] => one.clone(),
                 [] => {

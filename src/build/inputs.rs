@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::image::Image;
 use crate::layer::Compression;
 use crate::layout::Layout;
-use crate::manifest::{canonical_json, Descriptor, ANNOTATION_REF_NAME};
+use crate::manifest::{canonical_json, Descriptor};
 use crate::Digest;
 
 /// Bumped when the recipe changes, so old tags are never reused for different content.
@@ -47,9 +47,5 @@ pub fn existing(dir: &std::path::Path, tag: &str) -> Result<Option<Descriptor>> 
     if !dir.join("index.json").is_file() {
         return Ok(None);
     }
-    let index = Layout::open(dir)?.index()?;
-    Ok(index
-        .manifests
-        .into_iter()
-        .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(tag)))
+    Layout::open(dir)?.tagged(tag)
 }

@@ -5,7 +5,7 @@
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::manifest::{parse_json, Descriptor, Index, Manifest, ANNOTATION_REF_NAME};
+use crate::manifest::{parse_json, Descriptor, Index, Manifest};
 use crate::media;
 use crate::registry::client::Client;
 use crate::registry::for_each_parallel;
@@ -140,16 +140,7 @@ fn push_layout_tree(
 pub(crate) fn root_descriptor(layout: &Layout, tag: Option<&str>) -> Result<Descriptor> {
     let index = layout.index()?;
     match tag {
-        Some(t) => index
-            .manifests
-            .iter()
-            .find(|m| m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(t))
-            .cloned()
-            .ok_or_else(|| Error::TagNotFound {
-                path: layout.root().to_path_buf(),
-                tag: t.into(),
-                available: layout.tags().map(|t| t.join(", ")).unwrap_or_default(),
-            }),
+        Some(t) => layout.tag_descriptor(t),
         None => match index.manifests.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(Error::NotALayout {
