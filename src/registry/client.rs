@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,10 @@ use crate::registry::auth::{fetch_token, Challenge, Scope};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::name::Repository;
 pub(crate) use crate::registry::status::{http_error, is_transient, status_error, UNTRUSTED_HINT};
+use crate::registry::tls;
+
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("hoist/", env!("CARGO_PKG_VERSION"));
 
 /// Receives progress lines (the library never prints).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
@@ -300,29 +304,12 @@ impl Client {
     }
 
     fn http_client(&self, name: &str, insecure: bool) -> Result<reqwest::blocking::Client> {
-        let mut certs = Vec::new();
-        if let Some(ca) = &self.inner.options.ca_file {
-            certs.extend(read_pem(ca)?);
-        }
-        for dir in &self.inner.options.certs_dirs {
-            let host_dir = dir.join(name);
-            let Ok(entries) = std::fs::read_dir(&host_dir) else {
-                continue;
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-                .collect();
-            files.sort();
-            for f in files {
-                certs.extend(read_pem(&f)?);
-            }
-        }
+        let certs = tls::host_certs(&self.inner.options, name)?;
         let mut b = reqwest::blocking::Client::builder()
             .timeout(None::<Duration>)
             .connect_timeout(Duration::from_secs(30))
             .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .danger_accept_invalid_certs(insecure);
         if !certs.is_empty() {
             b = b.tls_certs_merge(certs);
@@ -333,6 +320,40 @@ impl Client {
             hint: "",
             source,
         })
+    }
+
+    /// An async HTTP client for `repo`'s registry, configured as the blocking one (same TLS
+    /// roots, same trust of insecure hosts) and keeping no idle connections, so it can serve one
+    /// request on a runtime of its own: the streamed upload of `build --push`.
+    pub(crate) fn async_http(&self, repo: &Repository) -> Result<reqwest::Client> {
+        let name = repo.api_host();
+        let certs = tls::host_certs(&self.inner.options, name)?;
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
+            .user_agent(USER_AGENT)
+            .danger_accept_invalid_certs(self.insecure(name));
+        if !certs.is_empty() {
+            b = b.tls_certs_merge(certs);
+        }
+        b.build().map_err(|source| Error::Http {
+            method: "CONNECT",
+            url: name.into(),
+            hint: "",
+            source,
+        })
+    }
+
+    /// The `Authorization` value a request on `repo` for `scope` carries now (a cached token
+    /// when there is one), for requests sent outside [`Client::send`].
+    pub(crate) fn authorization_for(
+        &self,
+        repo: &Repository,
+        scope: &Scope,
+    ) -> Result<Option<String>> {
+        let host = self.host(repo)?;
+        self.authorization(&host, scope, false)
     }
 
     /// The `Authorization` value for `scope` on `host`, fetching (or reusing) a token.
@@ -494,21 +515,6 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn read_pem(path: &Path) -> Result<Vec<reqwest::Certificate>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&raw).map_err(|e| Error::BadCertificate {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    if certs.is_empty() {
-        return Err(Error::BadCertificate {
-            path: path.into(),
-            reason: "no PEM certificate in it".into(),
-        });
-    }
-    Ok(certs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,13 +576,5 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 2);
-    }
-
-    #[test]
-    fn bad_ca_file_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ca.pem");
-        std::fs::write(&p, "not a certificate").unwrap();
-        assert!(matches!(read_pem(&p), Err(Error::BadCertificate { .. })));
     }
 }

@@ -11,6 +11,7 @@ pub mod push;
 pub mod source;
 pub mod status;
 pub mod stream;
+mod tls;
 pub mod write;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 //! them are worth another attempt.
 
 use reqwest::blocking::Response;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::error::Error;
 
@@ -49,14 +49,28 @@ pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error
 /// An unexpected status, with the registry's error envelope (`{"errors":[{code,message}]}`).
 pub(crate) fn status_error(method: &'static str, url: &str, status: u16, resp: Response) -> Error {
     use std::io::Read;
-    let retry_after = resp
-        .headers()
+    let headers = resp.headers().clone();
+    let mut raw = Vec::new();
+    let _ = resp.take(ERROR_BODY_MAX).read_to_end(&mut raw);
+    status_error_parts(method, url, status, &headers, &raw)
+}
+
+/// The most of an error answer's body that is read.
+pub(crate) const ERROR_BODY_MAX: u64 = 64 << 10;
+
+/// [`status_error`] from an answer already read: its headers and (the start of) its body.
+pub(crate) fn status_error_parts(
+    method: &'static str,
+    url: &str,
+    status: u16,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Error {
+    let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let mut raw = Vec::new();
-    let _ = resp.take(64 << 10).read_to_end(&mut raw);
-    let message = serde_json::from_slice::<serde_json::Value>(&raw)
+    let message = serde_json::from_slice::<serde_json::Value>(raw)
         .ok()
         .and_then(|v| {
             let errs = v["errors"]

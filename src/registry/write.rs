@@ -78,7 +78,7 @@ fn mount_blob(
     })?;
     match resp.status().as_u16() {
         201 => Ok(Started::Mounted),
-        202 => Ok(Started::Upload(location(c, repo, &url, &resp)?)),
+        202 => Ok(Started::Upload(location(c, repo, &url, resp.headers())?)),
         s => Err(status_error("POST", &url, s, resp)),
     }
 }
@@ -90,7 +90,7 @@ pub(crate) fn initiate_upload(c: &Client, repo: &Repository, scope: &Scope) -> R
         Ok(r.header(CONTENT_LENGTH, 0))
     })?;
     match resp.status().as_u16() {
-        202 => location(c, repo, &url, &resp),
+        202 => location(c, repo, &url, resp.headers()),
         s => Err(status_error("POST", &url, s, resp)),
     }
 }
@@ -136,7 +136,7 @@ fn upload_chunks(
         })?;
         match resp.status().as_u16() {
             // The spec says 202; some registries answer 204 (any 2xx with a Location will do).
-            200..=299 => session = location(c, repo, &url, &resp)?,
+            200..=299 => session = location(c, repo, &url, resp.headers())?,
             s => return Err(status_error("PATCH", &url, s, resp)),
         }
         offset += len;
@@ -300,10 +300,9 @@ pub(crate) fn location(
     c: &Client,
     repo: &Repository,
     url: &str,
-    resp: &reqwest::blocking::Response,
+    headers: &reqwest::header::HeaderMap,
 ) -> Result<String> {
-    let loc = resp
-        .headers()
+    let loc = headers
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| Error::BadResponse {
