@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
-use crate::layer::write::{diff_id, write_layer, write_layer_teed};
+use crate::layer::write::{diff_id, write_layer, write_layer_followed};
 use crate::layer::{Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
@@ -25,7 +25,7 @@ use crate::reference::{ImageRef, LayoutRef};
 use crate::registry::pull::{fetch_blob, get_manifest};
 use crate::registry::push::{write_manifest, ManifestUpload};
 use crate::registry::source::image_from_registry;
-use crate::registry::stream;
+use crate::registry::stream::{self, StreamingUpload};
 use crate::registry::write::BlobSource;
 use crate::registry::{for_each_parallel, Client, RegistryRef};
 use accounts::{MkDir, UserAdd};
@@ -409,6 +409,8 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     }
     let created = config::rfc3339(spec.epoch);
     let opts = write_options(spec);
+    // Uploads streamed while their layers were written; they finish after the last layer.
+    let mut streams = Vec::new();
     for (p, summary) in pending.into_iter().zip(summaries) {
         let history = p.created_by();
         let blob = match p {
@@ -454,8 +456,9 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     plan.entries.len(),
                     plan.content_size()
                 ));
-                let blob =
+                let (blob, stream) =
                     write_and_stream(&plan, opts, &out, spec.push.first(), client, progress)?;
+                streams.extend(stream.map(|s| (s, blob.digest.clone())));
                 progress(&format!(
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
@@ -478,6 +481,9 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
             }
         };
         image.push_layer(&blob, &created, &history);
+    }
+    if let Some(dest) = spec.push.first() {
+        finish_streams(streams, dest, progress);
     }
     image.edit(&spec.edits);
     image.stamp(&created);
@@ -533,9 +539,9 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     })
 }
 
-/// Writes a new layer; with a push destination, also streams it there while it is compressed
-/// (the later push then finds it with a `HEAD`). A streaming failure only costs the overlap: the
-/// push uploads the finished blob from disk.
+/// Writes a new layer; with a push destination, also starts streaming it there as it is
+/// written (see [`stream`]). The upload may still be running when this returns:
+/// [`finish_streams`] waits for it.
 fn write_and_stream(
     plan: &LayerPlan,
     opts: WriteOptions,
@@ -543,40 +549,44 @@ fn write_and_stream(
     dest: Option<&RegistryRef>,
     client: &Client,
     progress: &mut dyn FnMut(&str),
-) -> Result<LayerBlob> {
+) -> Result<(LayerBlob, Option<StreamingUpload>)> {
     let Some(dest) = dest else {
-        return write_layer(plan, opts, &out.blob_dir());
+        return Ok((write_layer(plan, opts, &out.blob_dir())?, None));
     };
-    let (upload, pipe) = match stream::start(client, &dest.repository) {
-        Ok(started) => started,
+    match stream::start(client, &dest.repository) {
+        Ok((upload, follower)) => {
+            let blob = write_layer_followed(plan, opts, &out.blob_dir(), Some(Box::new(follower)))?;
+            Ok((blob, Some(upload)))
+        }
         Err(e) => {
             progress(&format!(
                 "  cannot stream to {}: {e}; it is pushed after the build",
                 dest.repository
             ));
-            return write_layer(plan, opts, &out.blob_dir());
+            Ok((write_layer(plan, opts, &out.blob_dir())?, None))
         }
-    };
-    let (blob, complete) = write_layer_teed(plan, opts, &out.blob_dir(), Some(Box::new(pipe)))?;
-    let streamed = if complete {
-        upload.finish(&blob.digest)
-    } else {
-        Err(Error::BadResponse {
-            url: dest.repository.to_string(),
-            reason: "the upload stopped reading".into(),
-        })
-    };
-    match streamed {
-        Ok(()) => progress(&format!(
-            "  streamed to {} while compressing",
-            dest.repository
-        )),
-        Err(e) => progress(&format!(
-            "  streaming to {} failed ({e}); it is pushed from disk",
-            dest.repository
-        )),
     }
-    Ok(blob)
+}
+
+/// Waits for the streamed uploads and commits them. A failure only costs the overlap: the push
+/// that follows uploads the blob from disk (it starts with a `HEAD`, which finds the others).
+fn finish_streams(
+    streams: Vec<(StreamingUpload, Digest)>,
+    dest: &RegistryRef,
+    progress: &mut dyn FnMut(&str),
+) {
+    for (upload, digest) in streams {
+        match upload.finish(&digest) {
+            Ok(()) => progress(&format!(
+                "  {digest} streamed to {} while compressing",
+                dest.repository
+            )),
+            Err(e) => progress(&format!(
+                "  streaming {digest} to {} failed ({e}); it is pushed from disk",
+                dest.repository
+            )),
+        }
+    }
 }
 
 /// A layer's bytes as a push source (a remote base layer stays remote).

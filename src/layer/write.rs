@@ -115,27 +115,42 @@ pub struct LayerBlob {
 /// Writes the layer of `plan` into `blob_dir` (a layout's `blobs/sha256`), named by its digest.
 /// The blob appears whole or not at all.
 pub fn write_layer(plan: &LayerPlan, opts: WriteOptions, blob_dir: &Path) -> Result<LayerBlob> {
-    write_layer_teed(plan, opts, blob_dir, None).map(|(blob, _)| blob)
+    write_layer_followed(plan, opts, blob_dir, None)
 }
 
-/// [`write_layer`], also copying the compressed bytes, as they are produced, to `tee` (a
-/// streamed upload). A failing `tee` is dropped without failing the layer; the returned flag
-/// says whether it received every byte. `tee` is closed before this returns.
-pub fn write_layer_teed(
+/// Told how far a blob being written has reached its file, so that another thread can read the
+/// blob behind the writer (a streamed upload) without ever slowing it down.
+pub trait Follower: Send {
+    /// The blob's file, opened before its first byte is written (read it with `read_at`: the
+    /// writer owns the file position).
+    fn start(&mut self, file: File);
+    /// The first `len` bytes of the blob are in the file.
+    fn written(&mut self, len: u64);
+    /// The blob is complete at `len` bytes. Not called when writing fails: a follower dropped
+    /// without it must treat the blob as abandoned.
+    fn done(&mut self, len: u64);
+}
+
+/// [`write_layer`], telling `follower` how far the file has got as it is written.
+pub fn write_layer_followed(
     plan: &LayerPlan,
     opts: WriteOptions,
     blob_dir: &Path,
-    tee: Option<Box<dyn Write + Send>>,
-) -> Result<(LayerBlob, bool)> {
+    mut follower: Option<Box<dyn Follower>>,
+) -> Result<LayerBlob> {
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-layer-")
         .tempfile_in(blob_dir)
         .at("creating a temp file in", blob_dir)?;
     let file = tmp.as_file().try_clone().at("opening", tmp.path())?;
-    let teed = tee.is_some();
-    let sink = HashingWriter::new(Tee {
+    if let Some(f) = &mut follower {
+        f.start(tmp.as_file().try_clone().at("opening", tmp.path())?);
+    }
+    let sink = HashingWriter::new(FollowedFile {
         file: BufWriter::with_capacity(1 << 20, file),
-        extra: tee,
+        given: 0,
+        reported: 0,
+        follower,
     });
     let tar_sink = HashingWriter::new(
         Encoder::new(opts.compression, sink, opts.threads)
@@ -147,40 +162,56 @@ pub fn write_layer_teed(
     let tar_sink = builder.into_inner().map_err(out_err)?;
     let (encoder, diff_id, _) = tar_sink.finish();
     let sink = encoder.finish().map_err(out_err)?;
-    let (tee, digest, size) = sink.finish();
-    let tee_ok = teed && tee.extra.is_some();
-    let Tee { file, .. } = tee;
+    let (followed, digest, size) = sink.finish();
+    let FollowedFile { file, follower, .. } = followed;
     file.into_inner().map_err(|e| out_err(e.into_error()))?;
+    if let Some(mut f) = follower {
+        f.done(size);
+    }
     let path = blob_dir.join(digest.hex());
     crate::layout::persist(tmp, &path)?;
-    let blob = LayerBlob {
+    Ok(LayerBlob {
         digest,
         diff_id,
         size,
         media_type: opts.compression.media_type(),
         path,
-    };
-    Ok((blob, tee_ok))
+    })
 }
 
-/// Writes to a file and, while it accepts bytes, to a second writer.
-struct Tee {
+/// A buffered file that reports to a [`Follower`] whenever its buffer reaches the file.
+struct FollowedFile {
     file: BufWriter<File>,
-    extra: Option<Box<dyn Write + Send>>,
+    /// Bytes given to the buffer.
+    given: u64,
+    /// Bytes last reported as in the file.
+    reported: u64,
+    follower: Option<Box<dyn Follower>>,
 }
 
-impl Write for Tee {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        if let Some(extra) = &mut self.extra {
-            if extra.write_all(&buf[..n]).is_err() {
-                self.extra = None;
+impl FollowedFile {
+    fn report(&mut self) {
+        let in_file = self.given - self.file.buffer().len() as u64;
+        if in_file > self.reported {
+            self.reported = in_file;
+            if let Some(f) = &mut self.follower {
+                f.written(in_file);
             }
         }
+    }
+}
+
+impl Write for FollowedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.given += n as u64;
+        self.report();
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.flush()?;
+        self.report();
+        Ok(())
     }
 }
 

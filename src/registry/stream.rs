@@ -1,17 +1,21 @@
-//! Uploading a blob while it is being produced: the layer writer tees its compressed bytes into
-//! a pipe, and one `PATCH` streams them to the registry (chunked transfer encoding) as they come;
-//! once the digest is known, `PUT ?digest=` commits it. This is how `build --push` overlaps
-//! compression with the upload. Any failure here is not final: the caller pushes the finished
-//! blob from disk the usual way (which starts with a `HEAD`).
+//! Uploading a blob while it is being produced: the layer writer reports how far its file has
+//! got ([`Follower`]), and one `PATCH` streams the file to the registry (chunked transfer
+//! encoding) from behind the writer; once the digest is known, `PUT ?digest=` commits it. This
+//! is how `build --push` overlaps compression with the upload. Any failure here is not final:
+//! the caller pushes the finished blob from disk the usual way (which starts with a `HEAD`).
 //!
-//! The `PATCH` runs on an async client driven by a runtime on a thread of its own, and every
-//! write of the layer writer (one gzip member, about 0.4 MiB) travels as one body frame. The
-//! blocking client would cut the body into 8 KiB reads, each handed to its runtime thread: about
-//! 23,000 thread hand-offs for a 190 MB layer, on cores that compression already keeps busy.
+//! The writer never waits for the upload: the bytes are read back from the file (still in the
+//! page cache), so a registry that is slower than compression for a moment costs no idle core,
+//! and no buffer between the two grows with the layer. The upload session is opened on the
+//! upload's own thread, so reaching the registry overlaps the start of compression too. The
+//! `PATCH` runs on an async client with a runtime of its own and sends 1 MiB frames: the
+//! blocking client would cut the body into 8 KiB reads, each handed to its runtime thread (about
+//! 23,000 thread hand-offs for a 190 MB layer, on cores that compression keeps busy).
 
-use std::convert::Infallible;
+use std::fs::File;
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,41 +30,47 @@ use tokio::sync::mpsc;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::layer::write::Follower;
 use crate::registry::auth::Scope;
 use crate::registry::client::Client;
 use crate::registry::name::Repository;
 use crate::registry::status::{http_error, status_error_parts, ERROR_BODY_MAX};
 use crate::registry::write::{commit_upload, initiate_upload, location};
 
-/// Writes in flight between the layer writer and the upload (each about one gzip member).
-const PIPE_DEPTH: usize = 16;
+/// The most bytes sent as one frame of the body.
+const FRAME: u64 = 1 << 20;
 
-/// How long the upload may go without taking the next piece of the body, while one is waiting,
-/// before it is dropped: the layer writer is then released (the build goes on) and the blob is
-/// pushed from disk afterwards.
+/// The longest the upload may go without taking the next piece of the body while one is ready
+/// (capped by the client's request timeout) before it is dropped and the blob pushed from disk.
 const STALL: Duration = Duration::from_secs(30);
 
 /// How often the upload thread checks for a stall.
-const WATCH_EVERY: Duration = Duration::from_millis(500);
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-/// The writing end of the pipe; dropping it ends the upload's body. Its writes block while the
-/// pipe is full, for at most [`STALL`] (the upload side gives up then and the writes fail).
-pub struct PipeWriter(mpsc::Sender<Bytes>);
+/// What the layer writer tells the upload.
+enum Event {
+    /// The blob's file.
+    File(File),
+    /// This many bytes are in the file.
+    Written(u64),
+    /// The blob is complete at this size.
+    Done(u64),
+}
 
-impl Write for PipeWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the streamed upload stopped or stalled",
-                )
-            })?;
-        Ok(buf.len())
+/// The layer writer's side of a streamed upload: a [`Follower`] passing on how far the file has
+/// got. Dropping it without [`Follower::done`] abandons the upload.
+pub struct BlobFollower(mpsc::UnboundedSender<Event>);
+
+impl Follower for BlobFollower {
+    fn start(&mut self, file: File) {
+        // A send fails only when the upload has already given up; the build goes on.
+        let _ = self.0.send(Event::File(file));
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn written(&mut self, len: u64) {
+        let _ = self.0.send(Event::Written(len));
+    }
+    fn done(&mut self, len: u64) {
+        let _ = self.0.send(Event::Done(len));
     }
 }
 
@@ -69,13 +79,22 @@ struct Watch {
     start: Instant,
     /// Milliseconds since `start` of the last time the HTTP stack asked for body bytes.
     last_poll: AtomicU64,
-    /// The last ask found the pipe empty: the upload is waiting on the layer writer, not stuck.
+    /// The last ask found nothing new in the file: the upload waits on the writer, not stuck.
     starved: AtomicBool,
     /// The body has ended; only the answer is awaited.
     ended: AtomicBool,
 }
 
 impl Watch {
+    fn new() -> Watch {
+        Watch {
+            start: Instant::now(),
+            last_poll: AtomicU64::new(0),
+            starved: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
@@ -92,33 +111,84 @@ impl Watch {
     }
 }
 
-/// The reading end of the pipe, the body of the upload: one frame per write.
-struct PipeBody {
-    rx: mpsc::Receiver<Bytes>,
+/// The body of the upload: the blob's file, read from behind the writer in frames of at most
+/// [`FRAME`] bytes.
+struct FileBody {
+    events: mpsc::UnboundedReceiver<Event>,
+    file: Option<File>,
+    /// Bytes sent so far.
+    sent: u64,
+    /// Bytes known to be in the file.
+    available: u64,
+    /// The blob's size, once it is complete.
+    total: Option<u64>,
+    /// The writer is gone.
+    closed: bool,
     watch: Arc<Watch>,
 }
 
-impl http_body::Body for PipeBody {
+impl FileBody {
+    /// Takes every event already sent, registering for the next one.
+    fn take_events(&mut self, cx: &mut Context<'_>) {
+        while !self.closed {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(Event::File(f))) => self.file = Some(f),
+                Poll::Ready(Some(Event::Written(n))) => self.available = n,
+                Poll::Ready(Some(Event::Done(n))) => {
+                    self.available = n;
+                    self.total = Some(n);
+                }
+                Poll::Ready(None) => self.closed = true,
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    /// The next frame: up to [`FRAME`] bytes of the file from `sent` (a page-cache read of
+    /// bytes the writer has just written).
+    fn read_frame(&mut self) -> io::Result<Bytes> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the layer writer reported bytes before its file"))?;
+        let len = (self.available - self.sent).min(FRAME) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, self.sent)?;
+        self.sent += len as u64;
+        Ok(Bytes::from(buf))
+    }
+}
+
+impl http_body::Body for FileBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let this = self.get_mut();
-        let polled = this.rx.poll_recv(cx);
-        let w = &this.watch;
+        this.take_events(cx);
+        let w = this.watch.clone();
         w.last_poll.store(w.now_ms(), Ordering::Relaxed);
-        w.starved.store(polled.is_pending(), Ordering::Relaxed);
-        if let Poll::Ready(None) = polled {
-            w.ended.store(true, Ordering::Relaxed);
+        w.starved.store(false, Ordering::Relaxed);
+        if this.sent < this.available {
+            return Poll::Ready(Some(this.read_frame().map(Frame::data)));
         }
-        polled.map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        if this.total == Some(this.sent) {
+            w.ended.store(true, Ordering::Relaxed);
+            return Poll::Ready(None);
+        }
+        if this.closed {
+            // The writer failed: abort rather than end the body as if it were whole.
+            return Poll::Ready(Some(Err(io::Error::other("the layer was not completed"))));
+        }
+        w.starved.store(true, Ordering::Relaxed);
+        Poll::Pending
     }
 }
 
-/// An upload being fed through a [`PipeWriter`].
+/// An upload following a layer as it is written.
 pub struct StreamingUpload {
     client: Client,
     repo: Repository,
@@ -126,24 +196,27 @@ pub struct StreamingUpload {
     patch: Receiver<Result<String>>,
 }
 
-/// Opens an upload session on `repo` and starts streaming whatever is written to the returned
-/// pipe into it. The pipe must be written from outside any async runtime.
-pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, PipeWriter)> {
+/// Starts an upload to `repo` of the blob the returned follower is handed to: the upload
+/// session is opened and the `PATCH` sent on a thread of its own.
+pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, BlobFollower)> {
     let scope = Scope::push(&repo.path, &[]);
-    let session = initiate_upload(c, repo, &scope)?;
-    let patch = Patch {
-        http: c.async_http(repo)?,
-        authorization: c.authorization_for(repo, &scope)?,
-        session,
-        answer: c.doc_timeout(),
-    };
-    let (tx, rx) = mpsc::channel::<Bytes>(PIPE_DEPTH);
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let (done_tx, done_rx) = bounded::<Result<String>>(1);
-    let (client, r) = (c.clone(), repo.clone());
+    let (client, r, s) = (c.clone(), repo.clone(), scope.clone());
     std::thread::Builder::new()
         .name("hoist-stream".into())
         .spawn(move || {
-            let _ = done_tx.send(patch.run(&client, &r, rx));
+            let sent = initiate_upload(&client, &r, &s).and_then(|session| {
+                Patch {
+                    http: client.async_http(&r)?,
+                    authorization: client.authorization_for(&r, &s)?,
+                    session,
+                    stall: client.options().timeout.min(STALL),
+                    answer: client.doc_timeout(),
+                }
+                .run(&client, &r, rx)
+            });
+            let _ = done_tx.send(sent);
         })
         .map_err(|e| Error::io("starting the upload thread for", repo.to_string(), e))?;
     Ok((
@@ -153,7 +226,7 @@ pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, PipeWrit
             scope,
             patch: done_rx,
         },
-        PipeWriter(tx),
+        BlobFollower(tx),
     ))
 }
 
@@ -162,27 +235,33 @@ struct Patch {
     http: reqwest::Client,
     authorization: Option<String>,
     session: String,
+    stall: Duration,
     answer: Duration,
 }
 
 impl Patch {
-    /// Sends the pipe as the body of a `PATCH` to the session (no size is known: chunked
-    /// transfer encoding, no `Content-Range`); returns the next session URL. Gives up when the
-    /// registry stalls (see [`Watch::stuck`]), which drops the pipe and frees the writer.
-    fn run(self, client: &Client, repo: &Repository, rx: mpsc::Receiver<Bytes>) -> Result<String> {
+    /// Sends the followed file as the body of a `PATCH` to the session (no size is known yet:
+    /// chunked transfer encoding, no `Content-Range`); returns the next session URL. Gives up
+    /// when the registry stalls (see [`Watch::stuck`]).
+    fn run(
+        self,
+        client: &Client,
+        repo: &Repository,
+        events: mpsc::UnboundedReceiver<Event>,
+    ) -> Result<String> {
         let url = self.session.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the upload runtime for", &url, e))?;
-        let watch = Arc::new(Watch {
-            start: Instant::now(),
-            last_poll: AtomicU64::new(0),
-            starved: AtomicBool::new(false),
-            ended: AtomicBool::new(false),
-        });
-        let body = PipeBody {
-            rx,
+        let watch = Arc::new(Watch::new());
+        let body = FileBody {
+            events,
+            file: None,
+            sent: 0,
+            available: 0,
+            total: None,
+            closed: false,
             watch: watch.clone(),
         };
         let mut req = self
@@ -193,7 +272,7 @@ impl Patch {
         if let Some(a) = &self.authorization {
             req = req.header(AUTHORIZATION, a);
         }
-        let answer = self.answer;
+        let (stall, answer) = (self.stall, self.answer);
         let exchange = async move {
             let resp = req.send().await.map_err(|e| http_error("PATCH", &url, e))?;
             let status = resp.status().as_u16();
@@ -205,15 +284,19 @@ impl Patch {
             Err(status_error_parts("PATCH", &url, status, &headers, &raw))
         };
         let watchdog = async {
-            while !watch.stuck(STALL, answer) {
+            while !watch.stuck(stall, answer) {
                 tokio::time::sleep(WATCH_EVERY).await;
             }
         };
         rt.block_on(first_of(exchange, watchdog))
             .unwrap_or_else(|| {
+                let reason = match watch.ended.load(Ordering::Relaxed) {
+                    true => "no answer to the streamed upload",
+                    false => "the registry stopped taking the streamed upload",
+                };
                 Err(Error::BadResponse {
                     url: self.session.clone(),
-                    reason: "the registry stopped taking the streamed upload".into(),
+                    reason: reason.into(),
                 })
             })
     }
@@ -247,16 +330,14 @@ async fn first_of<T>(main: impl Future<Output = T>, guard: impl Future<Output = 
 }
 
 impl StreamingUpload {
-    /// Waits (a bounded time) for the streamed body to be accepted — the pipe must be closed
-    /// first — and commits the blob under `digest`.
+    /// Waits for the streamed body to be sent and accepted — the layer must be written first;
+    /// the wait ends at the latest when the registry stalls — and commits the blob under
+    /// `digest`.
     pub fn finish(self, digest: &Digest) -> Result<()> {
-        let session = self
-            .patch
-            .recv_timeout(self.client.doc_timeout() + WATCH_EVERY * 2)
-            .map_err(|_| Error::BadResponse {
-                url: self.repo.to_string(),
-                reason: "no answer to the streamed upload".into(),
-            })??;
+        let session = self.patch.recv().map_err(|_| Error::BadResponse {
+            url: self.repo.to_string(),
+            reason: "the streamed upload ended without an answer".into(),
+        })??;
         commit_upload(&self.client, &self.repo, &self.scope, &session, digest)
     }
 }

@@ -429,3 +429,58 @@ fn registry_stalled_streamed_upload_does_not_stall_the_build() {
         started.elapsed()
     );
 }
+
+#[test]
+fn registry_that_stops_reading_a_streamed_upload_is_dropped() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    // 48 MB that gzip cannot shrink: far more than the socket buffers hold, so the streamed
+    // body really stops moving when the registry stops reading.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write_file(&home.join("data/noise.bin"), &data, 0o644);
+    // The first PATCH (the streamed one) is never read; later ones pass.
+    let patches = Arc::new(AtomicUsize::new(0));
+    let seen = patches.clone();
+    let p = FaultProxy::start(&reg.host, move |m: &str, _: &str| {
+        if m == "PATCH" && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Fault::StallBody(Duration::from_secs(30))
+        } else {
+            Fault::Pass
+        }
+    });
+    let started = Instant::now();
+    let r = run(hoist_in(home)
+        .env("HOIST_TIMEOUT_SECS", "2")
+        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
+        .arg(format!("{}:/data", home.join("data").display()))
+        .args(["--push", &format!("{}/s/c:1", p.host)]));
+    r.ok();
+    let err = r.stderr();
+    assert!(err.contains("stopped taking the streamed upload"), "{err}");
+    assert!(err.contains("it is pushed from disk"), "{err}");
+    assert!(err.contains("): uploaded"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // What the registry holds is the whole image.
+    let dir = tempdir();
+    run(hoist_in(home).args([
+        "pull",
+        &format!("{}/s/c:1", reg.host),
+        &format!("oci:{}:c", dir.path().join("pulled").display()),
+    ]))
+    .ok();
+}

@@ -286,6 +286,9 @@ pub enum Fault {
     CorruptBody,
     /// Forward it, then hold the answer back this long (the client times out; the request landed).
     Stall(Duration),
+    /// Read the request's head, then stop reading its body for this long (a registry that stops
+    /// taking an upload), then close the connection.
+    StallBody(Duration),
 }
 
 /// A fault-injecting HTTP/1.1 proxy (one request per connection) in front of `upstream`.
@@ -402,6 +405,10 @@ fn serve(
     seen.lock()
         .unwrap()
         .push(format!("{method} {path} -> {fault:?}"));
+    if let Fault::StallBody(d) = fault {
+        std::thread::sleep(d);
+        return client.shutdown(Shutdown::Both);
+    }
     if fault == Fault::ResetMidBody {
         let mut half = vec![0; content_length / 2];
         reader.read_exact(&mut half)?;
