@@ -458,7 +458,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 ));
                 let (blob, stream) =
                     write_and_stream(&plan, opts, &out, spec.push.first(), client, progress)?;
-                streams.extend(stream.map(|s| (s, blob.digest.clone())));
+                streams.extend(stream.map(|s| (s, blob.digest)));
                 progress(&format!(
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
