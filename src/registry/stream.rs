@@ -345,6 +345,80 @@ impl StreamingUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
+    use std::io::Write;
+
+    /// A body following a file, and the follower feeding it.
+    fn follow() -> (FileBody, BlobFollower) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let body = FileBody {
+            events: rx,
+            file: None,
+            sent: 0,
+            available: 0,
+            total: None,
+            closed: false,
+            watch: Arc::new(Watch::new()),
+        };
+        (body, BlobFollower(tx))
+    }
+
+    /// Polls `body` once: `Some(Some(Ok(bytes)))` for a frame, `Some(None)` at its end, `None`
+    /// when it waits.
+    fn poll(body: &mut FileBody) -> Option<Option<io::Result<Bytes>>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match Pin::new(body).poll_frame(&mut cx) {
+            Poll::Ready(f) => Some(f.map(|r| r.map(|f| f.into_data().unwrap_or_default()))),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn the_body_reads_only_what_the_writer_has_written() {
+        let mut file = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..(FRAME as usize * 2 + 5)).map(|i| i as u8).collect();
+        let (mut body, mut follower) = follow();
+        follower.start(file.try_clone().unwrap());
+        assert!(poll(&mut body).is_none(), "nothing written yet: it waits");
+        file.write_all(&data[..FRAME as usize + 3]).unwrap();
+        follower.written(FRAME + 3);
+        let mut got = Vec::new();
+        while let Some(Some(frame)) = poll(&mut body) {
+            let frame = frame.unwrap();
+            assert!(frame.len() as u64 <= FRAME);
+            got.extend_from_slice(&frame);
+        }
+        assert_eq!(
+            got.len() as u64,
+            FRAME + 3,
+            "no byte beyond what was reported"
+        );
+        assert!(body.watch.starved.load(Ordering::Relaxed));
+        file.write_all(&data[FRAME as usize + 3..]).unwrap();
+        follower.done(data.len() as u64);
+        loop {
+            match poll(&mut body) {
+                Some(Some(frame)) => got.extend_from_slice(&frame.unwrap()),
+                Some(None) => break,
+                None => panic!("a complete blob must not wait"),
+            }
+        }
+        assert_eq!(got, data);
+        assert!(body.watch.ended.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn an_abandoned_blob_fails_the_body_instead_of_ending_it() {
+        let mut file = tempfile::tempfile().unwrap();
+        let (mut body, mut follower) = follow();
+        follower.start(file.try_clone().unwrap());
+        file.write_all(b"partial").unwrap();
+        follower.written(7);
+        drop(follower);
+        assert_eq!(&poll(&mut body).unwrap().unwrap().unwrap()[..], b"partial");
+        assert!(matches!(poll(&mut body), Some(Some(Err(_)))));
+    }
 
     fn watch(idle_ms: u64, starved: bool, ended: bool) -> Watch {
         Watch {
