@@ -2,6 +2,7 @@
 //! images into layouts, pushing layouts and built images, and registry images as lazy bases.
 
 pub mod auth;
+mod body;
 pub mod client;
 pub mod credentials;
 pub mod mirror;
@@ -12,6 +13,7 @@ pub mod source;
 pub mod status;
 pub mod stream;
 mod tls;
+mod transfer;
 pub mod write;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use reqwest::blocking::Body;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{
+    HeaderMap, HeaderName, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -17,6 +19,7 @@ use crate::registry::auth::Scope;
 use crate::registry::client::{status_error, Client};
 use crate::registry::name::Repository;
 use crate::registry::pull::open_blob;
+use crate::registry::transfer::{send_file, Answer};
 
 /// Where the bytes of a blob to push come from. Each attempt opens them afresh.
 #[derive(Clone, Debug)]
@@ -105,6 +108,14 @@ fn upload_whole(
     src: &BlobSource,
 ) -> Result<()> {
     let url = with_digest(session, &desc.digest);
+    if let Some(answer) =
+        send_file_range(c, repo, scope, "PUT", &url, desc, src, (0, desc.size), &[])?
+    {
+        if !answer.success() {
+            return Err(answer.error("PUT", &url));
+        }
+        return check_returned_digest(&url, &answer.headers, &desc.digest);
+    }
     let resp = c.send(repo, scope, "PUT", &url, c.blob_timeout(desc.size), &|r| {
         Ok(r.header(CONTENT_TYPE, "application/octet-stream")
             .body(open_body(c, src, desc, 0, desc.size)?))
@@ -129,6 +140,25 @@ fn upload_chunks(
         let len = chunk.max(1).min(desc.size - offset);
         let range = format!("{offset}-{}", offset + len - 1);
         let url = session.clone();
+        let headers = [(CONTENT_RANGE, range.clone())];
+        if let Some(answer) = send_file_range(
+            c,
+            repo,
+            scope,
+            "PATCH",
+            &url,
+            desc,
+            src,
+            (offset, len),
+            &headers,
+        )? {
+            match answer.success() {
+                true => session = location(c, repo, &url, &answer.headers)?,
+                false => return Err(answer.error("PATCH", &url)),
+            }
+            offset += len;
+            continue;
+        }
         let resp = c.send(repo, scope, "PATCH", &url, c.blob_timeout(len), &|r| {
             Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_RANGE, range.as_str())
@@ -260,6 +290,40 @@ fn send_style(
     }
 }
 
+/// Bodies from this size up are sent from their file through the async client, in 1 MiB frames
+/// (see [`crate::registry::transfer`]); smaller ones through the blocking client.
+const ASYNC_BODY_MIN: u64 = 1 << 20;
+
+/// Sends `range` (offset, length) of a file blob through the async client (`None` when `src` is
+/// not a file, the range is small, or the registry wants fresh authentication: the caller then
+/// sends it through [`Client::send`]).
+#[allow(clippy::too_many_arguments)]
+fn send_file_range(
+    c: &Client,
+    repo: &Repository,
+    scope: &Scope,
+    method: &'static str,
+    url: &str,
+    desc: &Descriptor,
+    src: &BlobSource,
+    range: (u64, u64),
+    headers: &[(HeaderName, String)],
+) -> Result<Option<Answer>> {
+    match src {
+        BlobSource::File(path) if range.1 >= ASYNC_BODY_MIN => send_file(
+            c,
+            repo,
+            scope,
+            method,
+            url,
+            (path, desc.digest, desc.size),
+            range,
+            headers,
+        ),
+        _ => Ok(None),
+    }
+}
+
 /// Opens `len` bytes of `src` from `offset` as a sized, streaming body.
 fn open_body(
     c: &Client,
@@ -329,11 +393,12 @@ fn check_committed(
     if status != 201 && status != 200 {
         return Err(status_error(method, url, status, resp));
     }
-    if let Some(h) = resp
-        .headers()
-        .get(DIGEST_HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
+    check_returned_digest(url, resp.headers(), digest)
+}
+
+/// The `Docker-Content-Digest` of a commit, when the registry sends one, must be `digest`.
+fn check_returned_digest(url: &str, headers: &HeaderMap, digest: &Digest) -> Result<()> {
+    if let Some(h) = headers.get(DIGEST_HEADER).and_then(|v| v.to_str().ok()) {
         if h != digest.to_string() {
             return Err(Error::WrongDigestReturned {
                 url: url.into(),

@@ -484,3 +484,54 @@ fn registry_that_stops_reading_a_streamed_upload_is_dropped() {
     ]))
     .ok();
 }
+
+#[test]
+fn registry_large_blob_uploads_survive_resets() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    let layout = home.join("l");
+    // A layer of about 3 MB compressed: sent from its file through the async client.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..6 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"0123456789abcdef"[(x & 15) as usize] as char
+        })
+        .collect();
+    scratch_image(home, &layout, "1", "linux/amd64", &noise);
+    let src = format!("oci:{}:1", layout.display());
+    // Reset halfway through the monolithic PUT, then halfway through the one sized PATCH.
+    let put = FaultProxy::start(
+        &reg.host,
+        first_n(
+            1,
+            |m, p| m == "PUT" && p.contains("/blobs/uploads/"),
+            Fault::ResetMidBody,
+        ),
+    );
+    run(hoist_in(home).args(["push", &src, &format!("{}/f/big-put:1", put.host)])).ok();
+    assert_eq!(faulted(&put.seen()), 1, "{:#?}", put.seen());
+    let patch = FaultProxy::start(
+        &reg.host,
+        first_n(1, |m, _| m == "PATCH", Fault::ResetMidBody),
+    );
+    run(hoist_in(home).env("HOIST_MONOLITHIC_MAX", "100").args([
+        "push",
+        &src,
+        &format!("{}/f/big-patch:1", patch.host),
+    ]))
+    .ok();
+    assert_eq!(faulted(&patch.seen()), 1, "{:#?}", patch.seen());
+    for name in ["big-put", "big-patch"] {
+        run(hoist_in(home)
+            .arg("pull")
+            .arg(format!("{}/f/{name}:1", reg.host))
+            .arg(format!("oci:{}", home.join(name).display())))
+        .ok();
+    }
+}
