@@ -63,6 +63,7 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
+    /// A watch starting now, before the first ask for bytes.
     pub(crate) fn new() -> Watch {
         Watch {
             start: Instant::now(),
