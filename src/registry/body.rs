@@ -24,6 +24,10 @@ use crate::registry::client::ByteProgress;
 /// The most bytes sent as one frame of the body.
 const FRAME: u64 = 1 << 20;
 
+/// A followed file is sent in bursts of at least this many bytes (or what is left at its end):
+/// the registry then reads full buffers instead of waking for every frame as it is written.
+const BURST: u64 = 16 << 20;
+
 /// What the layer writer tells the upload.
 pub(crate) enum Event {
     /// The blob's file.
@@ -106,6 +110,10 @@ pub(crate) struct FileBody {
     watch: Arc<Watch>,
     /// Where transfer progress goes: the sink, the blob's digest and its whole size.
     report: Option<(ByteProgress, Digest, u64)>,
+    /// The smallest burst worth sending while the file grows.
+    burst: u64,
+    /// The end of the burst being sent.
+    burst_end: u64,
 }
 
 impl FileBody {
@@ -120,6 +128,8 @@ impl FileBody {
             closed: false,
             watch,
             report: None,
+            burst: BURST,
+            burst_end: 0,
         }
     }
 
@@ -141,6 +151,8 @@ impl FileBody {
             closed: true,
             watch: Arc::new(Watch::new()),
             report,
+            burst: 0,
+            burst_end: offset,
         }
     }
 
@@ -167,7 +179,7 @@ impl FileBody {
             .file
             .as_ref()
             .ok_or_else(|| io::Error::other("the layer writer reported bytes before its file"))?;
-        let len = (self.available - self.sent).min(FRAME) as usize;
+        let len = (self.burst_end - self.sent).min(FRAME) as usize;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, self.sent)?;
         self.sent += len as u64;
@@ -191,7 +203,11 @@ impl http_body::Body for FileBody {
         let w = this.watch.clone();
         w.last_poll.store(w.now_ms(), Ordering::Relaxed);
         w.starved.store(false, Ordering::Relaxed);
-        if this.sent < this.available {
+        let complete = this.total.is_some() || this.closed;
+        if this.sent == this.burst_end && (complete || this.available - this.sent >= this.burst) {
+            this.burst_end = this.available;
+        }
+        if this.sent < this.burst_end {
             return Poll::Ready(Some(this.read_frame().map(Frame::data)));
         }
         if this.total == Some(this.sent) {
@@ -246,6 +262,7 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         let data: Vec<u8> = (0..(FRAME as usize * 2 + 5)).map(|i| i as u8).collect();
         let (mut body, mut follower) = follow();
+        body.burst = 1;
         follower.start(file.try_clone().unwrap());
         assert!(poll(&mut body).is_none(), "nothing written yet: it waits");
         file.write_all(&data[..FRAME as usize + 3]).unwrap();
@@ -335,5 +352,30 @@ mod tests {
             *seen.lock().unwrap(),
             vec![(10 + FRAME, total), (60 + FRAME, total)]
         );
+    }
+
+    #[test]
+    fn a_growing_file_goes_out_in_bursts() {
+        let mut file = tempfile::tempfile().unwrap();
+        let (mut body, mut follower) = follow();
+        follower.start(file.try_clone().unwrap());
+        file.write_all(&vec![7u8; (BURST - 1) as usize]).unwrap();
+        follower.written(BURST - 1);
+        assert!(poll(&mut body).is_none(), "less than a burst waits");
+        file.write_all(&[8u8; 2]).unwrap();
+        follower.written(BURST + 1);
+        let mut sent = 0;
+        while let Some(Some(frame)) = poll(&mut body) {
+            sent += frame.unwrap().len() as u64;
+        }
+        assert_eq!(sent, BURST + 1, "a burst takes everything written");
+        file.write_all(&[9u8; 5]).unwrap();
+        follower.done(BURST + 6);
+        assert_eq!(
+            poll(&mut body).unwrap().unwrap().unwrap().len(),
+            5,
+            "the end goes at once"
+        );
+        assert!(matches!(poll(&mut body), Some(None)));
     }
 }
