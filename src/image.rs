@@ -141,12 +141,18 @@ impl Image {
         config::platform_of(&self.config)
     }
 
-    /// Appends a freshly written layer with its diff_id and history entry.
-    pub fn push_layer(&mut self, blob: &LayerBlob, created: &str, created_by: &str) {
+    /// Appends a new layer, whose bytes are at `source`, with its diff_id and history entry.
+    pub fn push_layer(
+        &mut self,
+        blob: &LayerBlob,
+        source: LayerSource,
+        created: &str,
+        created_by: &str,
+    ) {
         config::add_layer(&mut self.config, &blob.diff_id, created, created_by);
         self.layers.push(Layer {
             descriptor: Descriptor::new(blob.media_type, blob.digest, blob.size),
-            source: LayerSource::File(blob.path.clone()),
+            source,
         });
     }
 

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod file;
 pub mod inputs;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cache::{layer_key, source_identity, CachedLayer, LayerCache};
@@ -16,7 +17,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
-use crate::layer::write::{diff_id, write_layer, write_layer_followed};
+use crate::layer::write::{diff_id, stream_layer, write_layer, write_layer_followed};
 use crate::layer::{Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
@@ -27,7 +28,7 @@ use crate::registry::push::{write_manifest, ManifestUpload};
 use crate::registry::source::image_from_registry;
 use crate::registry::stream::{self, StreamingUpload};
 use crate::registry::write::BlobSource;
-use crate::registry::{for_each_parallel, Client, RegistryRef};
+use crate::registry::{for_each_parallel, Client, RegistryRef, RemoteBlob};
 use accounts::{MkDir, UserAdd};
 
 /// A fully resolved build.
@@ -413,7 +414,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     let mut streams = Vec::new();
     for (p, summary) in pending.into_iter().zip(summaries) {
         let history = p.created_by();
-        let blob = match p {
+        let (blob, source) = match p {
             Pending::Cached {
                 spec: layer,
                 layer: cached,
@@ -434,13 +435,15 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 ));
                 let media_type =
                     media::oci_layer(&cached.media_type).unwrap_or(media::OCI_LAYER_GZIP);
-                LayerBlob {
+                let source = LayerSource::File(path.clone());
+                let blob = LayerBlob {
                     digest: cached.digest,
                     diff_id: cached.diff_id,
                     size: cached.size,
                     media_type,
                     path,
-                }
+                };
+                (blob, source)
             }
             Pending::Build {
                 plan,
@@ -456,9 +459,21 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     plan.entries.len(),
                     plan.content_size()
                 ));
-                let (blob, stream) =
-                    write_and_stream(&plan, opts, &out, spec.push.first(), client, progress)?;
-                streams.extend(stream.map(|s| (s, blob.digest)));
+                let dest = spec.push.first();
+                // With nothing local to fill (no --output, no cache), a pushed layer is kept
+                // nowhere but in the registry.
+                let (blob, source) = match (dest, &spec.output, &cache) {
+                    (Some(dest), None, None) => {
+                        stream_only(&plan, opts, &out, dest, client, progress)?
+                    }
+                    _ => {
+                        let (blob, stream) =
+                            write_and_stream(&plan, opts, &out, dest, client, progress)?;
+                        streams.extend(stream.map(|s| (s, blob.digest)));
+                        let source = LayerSource::File(blob.path.clone());
+                        (blob, source)
+                    }
+                };
                 progress(&format!(
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
@@ -477,10 +492,10 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                         check::cache_dir().as_deref(),
                     );
                 }
-                blob
+                (blob, source)
             }
         };
-        image.push_layer(&blob, &created, &history);
+        image.push_layer(&blob, source, &created, &history);
     }
     if let Some(dest) = spec.push.first() {
         finish_streams(streams, dest, progress);
@@ -564,6 +579,64 @@ fn write_and_stream(
                 dest.repository
             ));
             Ok((write_layer(plan, opts, &out.blob_dir())?, None))
+        }
+    }
+}
+
+/// Compresses a new layer straight into an upload to `dest`, writing nothing locally, and
+/// commits it; the layer's source is then the registry. If the upload fails, the layer is built
+/// again into `out` (the bytes are the same) and pushed from there afterwards.
+fn stream_only(
+    plan: &LayerPlan,
+    opts: WriteOptions,
+    out: &Layout,
+    dest: &RegistryRef,
+    client: &Client,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(LayerBlob, LayerSource)> {
+    let streamed = stream::start_piped(client, &dest.repository).and_then(|(upload, pipe)| {
+        let written = stream_layer(plan, opts, pipe).and_then(|(pipe, diff_id, digest, size)| {
+            pipe.end()
+                .map_err(|e| Error::io("streaming the layer of", &plan.spec.src, e))?;
+            Ok((diff_id, digest, size))
+        });
+        match written {
+            Ok((diff_id, digest, size)) => {
+                upload.finish(&digest)?;
+                Ok((diff_id, digest, size))
+            }
+            // A broken pipe says less than the upload's own reason for stopping.
+            Err(e) => Err(upload.failure().unwrap_or(e)),
+        }
+    });
+    match streamed {
+        Ok((diff_id, digest, size)) => {
+            progress(&format!(
+                "  {digest} streamed to {} while compressing (not kept locally)",
+                dest.repository
+            ));
+            let blob = LayerBlob {
+                digest,
+                diff_id,
+                size,
+                media_type: opts.compression.media_type(),
+                // Kept nowhere locally: the source below is the registry.
+                path: PathBuf::new(),
+            };
+            let source = LayerSource::Remote(RemoteBlob {
+                client: client.clone(),
+                repository: dest.repository.clone(),
+            });
+            Ok((blob, source))
+        }
+        Err(e) => {
+            progress(&format!(
+                "  streaming to {} failed ({e}); the layer is built again and pushed from disk",
+                dest.repository
+            ));
+            let blob = write_layer(plan, opts, &out.blob_dir())?;
+            let source = LayerSource::File(blob.path.clone());
+            Ok((blob, source))
         }
     }
 }

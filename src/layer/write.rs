@@ -146,23 +146,14 @@ pub fn write_layer_followed(
     if let Some(f) = &mut follower {
         f.start(tmp.as_file().try_clone().at("opening", tmp.path())?);
     }
-    let sink = HashingWriter::new(FollowedFile {
+    let followed = FollowedFile {
         file: BufWriter::with_capacity(1 << 20, file),
         given: 0,
         reported: 0,
         follower,
-    });
-    let tar_sink = HashingWriter::new(
-        Encoder::new(opts.compression, sink, opts.threads)
-            .at("starting compression for", tmp.path())?,
-    );
-    let mut builder = tar::Builder::new(tar_sink);
-    append_all(&mut builder, plan, opts.mtime)?;
+    };
     let out_err = |e| Error::io("writing", tmp.path(), e);
-    let tar_sink = builder.into_inner().map_err(out_err)?;
-    let (encoder, diff_id, _) = tar_sink.finish();
-    let sink = encoder.finish().map_err(out_err)?;
-    let (followed, digest, size) = sink.finish();
+    let (followed, diff_id, digest, size) = compress(plan, opts, followed, tmp.path())?;
     let FollowedFile { file, follower, .. } = followed;
     file.into_inner().map_err(|e| out_err(e.into_error()))?;
     if let Some(mut f) = follower {
@@ -177,6 +168,40 @@ pub fn write_layer_followed(
         media_type: opts.compression.media_type(),
         path,
     })
+}
+
+/// The layer of `plan` compressed into `out`, nothing written anywhere else: for an upload
+/// that needs no local copy. Returns `out` (flushed), the diff_id, the digest and the size. A
+/// failing `out` fails it.
+pub fn stream_layer<W: Write + Send + 'static>(
+    plan: &LayerPlan,
+    opts: WriteOptions,
+    out: W,
+) -> Result<(W, Digest, Digest, u64)> {
+    compress(plan, opts, out, &plan.spec.src)
+}
+
+/// The one pass: `plan`'s tar stream, hashed (diff_id), compressed, hashed again (digest) and
+/// counted into `out`, which is returned flushed. `what` names the output in errors.
+fn compress<W: Write + Send + 'static>(
+    plan: &LayerPlan,
+    opts: WriteOptions,
+    out: W,
+    what: &Path,
+) -> Result<(W, Digest, Digest, u64)> {
+    let tar_sink = HashingWriter::new(
+        Encoder::new(opts.compression, HashingWriter::new(out), opts.threads)
+            .at("starting compression for", what)?,
+    );
+    let mut builder = tar::Builder::new(tar_sink);
+    append_all(&mut builder, plan, opts.mtime)?;
+    let out_err = |e| Error::io("writing", what, e);
+    let tar_sink = builder.into_inner().map_err(out_err)?;
+    let (encoder, diff_id, _) = tar_sink.finish();
+    let sink = encoder.finish().map_err(out_err)?;
+    let (mut out, digest, size) = sink.finish();
+    out.flush().map_err(out_err)?;
+    Ok((out, diff_id, digest, size))
 }
 
 /// A buffered file that reports to a [`Follower`] whenever its buffer reaches the file.

@@ -231,6 +231,146 @@ impl http_body::Body for FileBody {
     }
 }
 
+/// How many frames may wait between a [`PipeWriter`] and its upload before the writer blocks.
+const PIPE_FRAMES: usize = 16;
+
+/// A piped body is sent in bursts of at least this many bytes (or what is left at its end).
+const PIPE_BURST: u64 = 4 << 20;
+
+/// What a [`PipeWriter`] sends.
+pub(crate) enum Piece {
+    /// The next bytes of the blob.
+    Data(Bytes),
+    /// The blob is complete.
+    End,
+}
+
+/// The writing end of an upload with no file behind it: bytes are buffered into frames of
+/// [`FRAME`] bytes and handed to the upload, blocking while [`PIPE_FRAMES`] frames wait (the
+/// upload drops the pipe when the registry stalls, and the writes fail). [`PipeWriter::end`]
+/// completes the blob; dropping the writer without it abandons the upload.
+pub struct PipeWriter {
+    tx: mpsc::Sender<Piece>,
+    buf: Vec<u8>,
+}
+
+impl PipeWriter {
+    /// A pipe and its receiving end.
+    pub(crate) fn new() -> (PipeWriter, mpsc::Receiver<Piece>) {
+        let (tx, rx) = mpsc::channel(PIPE_FRAMES);
+        let buf = Vec::with_capacity(FRAME as usize);
+        (PipeWriter { tx, buf }, rx)
+    }
+
+    fn send(&mut self, piece: Piece) -> io::Result<()> {
+        self.tx.blocking_send(piece).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the streamed upload stopped or stalled",
+            )
+        })
+    }
+
+    /// Sends what is buffered and marks the blob complete.
+    pub fn end(mut self) -> io::Result<()> {
+        io::Write::flush(&mut self)?;
+        self.send(Piece::End)
+    }
+}
+
+impl io::Write for PipeWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(FRAME as usize - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == FRAME as usize {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let frame = std::mem::replace(&mut self.buf, Vec::with_capacity(FRAME as usize));
+        self.send(Piece::Data(Bytes::from(frame)))
+    }
+}
+
+/// The body of an upload fed by a [`PipeWriter`], sent in bursts of [`PIPE_BURST`] bytes.
+pub(crate) struct PipeBody {
+    rx: mpsc::Receiver<Piece>,
+    queue: std::collections::VecDeque<Bytes>,
+    queued: u64,
+    /// A burst is being sent: send until the queue is empty.
+    bursting: bool,
+    /// The writer said the blob is complete.
+    ended: bool,
+    /// The writer is gone.
+    closed: bool,
+    watch: Arc<Watch>,
+}
+
+impl PipeBody {
+    /// The body reading `rx`, watched by `watch`.
+    pub(crate) fn new(rx: mpsc::Receiver<Piece>, watch: Arc<Watch>) -> PipeBody {
+        PipeBody {
+            rx,
+            queue: Default::default(),
+            queued: 0,
+            bursting: false,
+            ended: false,
+            closed: false,
+            watch,
+        }
+    }
+}
+
+impl http_body::Body for PipeBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let this = self.get_mut();
+        // Take what is waiting, up to a burst (the pipe's bound then holds the writer back).
+        while !this.closed && this.queued < PIPE_BURST {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(Piece::Data(b))) => {
+                    this.queued += b.len() as u64;
+                    this.queue.push_back(b);
+                }
+                Poll::Ready(Some(Piece::End)) => this.ended = true,
+                Poll::Ready(None) => this.closed = true,
+                Poll::Pending => break,
+            }
+        }
+        let w = &this.watch;
+        w.last_poll.store(w.now_ms(), Ordering::Relaxed);
+        w.starved.store(false, Ordering::Relaxed);
+        if this.queued >= PIPE_BURST || this.ended || this.closed {
+            this.bursting = true;
+        }
+        if this.bursting {
+            if let Some(b) = this.queue.pop_front() {
+                this.queued -= b.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            this.bursting = false;
+        }
+        if this.ended {
+            w.ended.store(true, Ordering::Relaxed);
+            return Poll::Ready(None);
+        }
+        if this.closed {
+            return Poll::Ready(Some(Err(io::Error::other("the layer was not completed"))));
+        }
+        w.starved.store(true, Ordering::Relaxed);
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,13 +26,13 @@ use tokio::sync::mpsc;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::registry::auth::Scope;
-use crate::registry::body::{Event, FileBody, Watch};
+use crate::registry::body::{Event, FileBody, PipeBody, Watch};
 use crate::registry::client::Client;
 use crate::registry::name::Repository;
 use crate::registry::transfer::{exchange, runtime};
 use crate::registry::write::{commit_upload, initiate_upload, location};
 
-pub use crate::registry::body::BlobFollower;
+pub use crate::registry::body::{BlobFollower, PipeWriter};
 
 /// The longest the upload may go without taking the next piece of the body while one is ready
 /// (capped by the client's request timeout) before it is dropped and the blob pushed from disk.
@@ -52,8 +52,30 @@ pub struct StreamingUpload {
 /// Starts an upload to `repo` of the blob the returned follower is handed to: the upload
 /// session is opened and the `PATCH` sent on a thread of its own.
 pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, BlobFollower)> {
-    let scope = Scope::push(&repo.path, &[]);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let upload = start_with(c, repo, move |watch| {
+        reqwest::Body::wrap(FileBody::following(rx, watch))
+    })?;
+    Ok((upload, BlobFollower(tx)))
+}
+
+/// Starts an upload to `repo` of what is written to the returned pipe, for a blob kept nowhere
+/// else; [`PipeWriter::end`] completes it.
+pub fn start_piped(c: &Client, repo: &Repository) -> Result<(StreamingUpload, PipeWriter)> {
+    let (pipe, rx) = PipeWriter::new();
+    let upload = start_with(c, repo, move |watch| {
+        reqwest::Body::wrap(PipeBody::new(rx, watch))
+    })?;
+    Ok((upload, pipe))
+}
+
+/// Opens the session and sends the body `body` makes, on a thread of its own.
+fn start_with(
+    c: &Client,
+    repo: &Repository,
+    body: impl FnOnce(Arc<Watch>) -> reqwest::Body + Send + 'static,
+) -> Result<StreamingUpload> {
+    let scope = Scope::push(&repo.path, &[]);
     let (done_tx, done_rx) = bounded::<Result<String>>(1);
     let (client, r, s) = (c.clone(), repo.clone(), scope.clone());
     std::thread::Builder::new()
@@ -67,20 +89,17 @@ pub fn start(c: &Client, repo: &Repository) -> Result<(StreamingUpload, BlobFoll
                     stall: client.options().timeout.min(STALL),
                     answer: client.doc_timeout(),
                 }
-                .run(&client, &r, rx)
+                .run(&client, &r, body)
             });
             let _ = done_tx.send(sent);
         })
         .map_err(|e| Error::io("starting the upload thread for", repo.to_string(), e))?;
-    Ok((
-        StreamingUpload {
-            client: c.clone(),
-            repo: repo.clone(),
-            scope,
-            patch: done_rx,
-        },
-        BlobFollower(tx),
-    ))
+    Ok(StreamingUpload {
+        client: c.clone(),
+        repo: repo.clone(),
+        scope,
+        patch: done_rx,
+    })
 }
 
 /// The streamed `PATCH` of one upload session.
@@ -93,24 +112,24 @@ struct Patch {
 }
 
 impl Patch {
-    /// Sends the followed file as the body of a `PATCH` to the session (no size is known yet:
-    /// chunked transfer encoding, no `Content-Range`); returns the next session URL. Gives up
-    /// when the registry stalls (see [`Watch::stuck`]).
+    /// Sends the body `body` makes (watched by the watch it is given) as a `PATCH` to the
+    /// session (no size is known yet: chunked transfer encoding, no `Content-Range`); returns the
+    /// next session URL. Gives up when the registry stalls (see [`Watch::stuck`]).
     fn run(
         self,
         client: &Client,
         repo: &Repository,
-        events: mpsc::UnboundedReceiver<Event>,
+        body: impl FnOnce(Arc<Watch>) -> reqwest::Body,
     ) -> Result<String> {
         let url = self.session.clone();
         let rt = runtime(&url)?;
         let watch = Arc::new(Watch::new());
-        let body = FileBody::following(events, watch.clone());
+        let body = body(watch.clone());
         let mut req = self
             .http
             .patch(&url)
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap(body));
+            .body(body);
         if let Some(a) = &self.authorization {
             req = req.header(AUTHORIZATION, a);
         }
@@ -156,6 +175,18 @@ async fn first_of<T>(main: impl Future<Output = T>, guard: impl Future<Output = 
 }
 
 impl StreamingUpload {
+    /// Why the upload failed, once its body was abandoned (`None` if it did not fail).
+    pub fn failure(self) -> Option<Error> {
+        match self.patch.recv() {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::BadResponse {
+                url: self.repo.to_string(),
+                reason: "the streamed upload ended without an answer".into(),
+            }),
+        }
+    }
+
     /// Waits for the streamed body to be sent and accepted — the layer must be written first;
     /// the wait ends at the latest when the registry stalls — and commits the blob under
     /// `digest`.

@@ -444,26 +444,40 @@ fn registry_build_push_streams_new_layers_while_compressing() {
         .collect();
     write_file(&src.join("big.txt"), text.as_bytes(), 0o644);
     let layer = format!("{}:/data", src.display());
-    let r = run(hoist_in(home).args([
-        "build",
-        "--no-cache",
-        "--base",
-        "scratch",
-        "--layer",
-        &layer,
-        "--push",
-        &reg.r("app/streamed:1"),
-    ]));
-    let pushed = printed_digest(&r.ok());
-    assert!(r.stderr().contains("streamed to "), "{}", r.stderr());
-    // The push that follows finds the streamed blob: one PATCH for it, and it "exists".
-    assert!(r.stderr().contains("): exists"), "{}", r.stderr());
-    let patches = reg
-        .requests()
-        .iter()
-        .filter(|l| l.starts_with("PATCH /v2/app/streamed/blobs/uploads/"))
-        .count();
-    assert_eq!(patches, 1, "{:#?}", reg.requests());
+    let mut pushed = Vec::new();
+    // With a cache to fill, the upload follows the layer's file; with none (and no --output),
+    // the layer is kept nowhere but in the registry.
+    for mode in ["followed", "piped"] {
+        let cache = home.join("cache");
+        let cache_args: Vec<String> = match mode {
+            "followed" => vec!["--cache-dir".into(), cache.display().to_string()],
+            _ => vec!["--no-cache".into()],
+        };
+        let repo = format!("app/streamed-{mode}");
+        let r = run(hoist_in(home)
+            .args(["build", "--base", "scratch"])
+            .args(&cache_args)
+            .args(["--layer", &layer, "--push", &reg.r(&format!("{repo}:1"))]));
+        pushed.push(printed_digest(&r.ok()));
+        let err = r.stderr();
+        assert!(err.contains("streamed to "), "{mode}: {err}");
+        assert_eq!(
+            err.contains("not kept locally"),
+            mode == "piped",
+            "{mode}: {err}"
+        );
+        assert!(cache.exists(), "{mode}: the followed build fills its cache");
+        // The push that follows finds the streamed blob: one PATCH for it, and it "exists".
+        assert!(err.contains("): exists"), "{mode}: {err}");
+        let patches = reg
+            .requests()
+            .iter()
+            .filter(|l| l.starts_with(&format!("PATCH /v2/{repo}/blobs/uploads/")))
+            .count();
+        assert_eq!(patches, 1, "{mode}: {:#?}", reg.requests());
+    }
+    assert_eq!(pushed[0], pushed[1]);
+    let pushed = pushed[0].clone();
     // The same build into a layout gives the same image; pulled back, the bytes match.
     let local = run(hoist_in(home)
         .args([
@@ -480,7 +494,7 @@ fn registry_build_push_streams_new_layers_while_compressing() {
     assert_eq!(printed_digest(&local), pushed);
     let pulled = home.join("pulled");
     run(hoist_in(home)
-        .args(["pull", &reg.r("app/streamed:1")])
+        .args(["pull", &reg.r("app/streamed-piped:1")])
         .arg(format!("oci:{}:1", pulled.display())))
     .ok();
     assert_eq!(blob_set(&pulled), blob_set(&home.join("local")));

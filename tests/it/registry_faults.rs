@@ -4,6 +4,7 @@
 //! the pull fails naming the digest and leaves no blob behind.
 
 use std::fs;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -357,6 +358,21 @@ fn registry_blob_redirects_to_storage_are_followed() {
     );
 }
 
+/// How `build --push` keeps a new layer while it streams it: in a local file it follows (a
+/// layer cache to fill), or nowhere (`--no-cache` without `--output`: a pipe).
+const STREAM_MODES: [&str; 2] = ["followed", "piped"];
+
+/// The cache flags of a streaming mode.
+fn stream_mode_args(mode: &str, home: &Path) -> Vec<String> {
+    match mode {
+        "followed" => vec![
+            "--cache-dir".into(),
+            home.join(format!("cache-{mode}")).display().to_string(),
+        ],
+        _ => vec!["--no-cache".into()],
+    }
+}
+
 #[test]
 fn registry_refused_streamed_upload_falls_back_to_pushing_from_disk() {
     let Some(reg) = Registry::start(Setup::Plain) else {
@@ -377,17 +393,21 @@ fn registry_refused_streamed_upload_falls_back_to_pushing_from_disk() {
             Fault::Pass
         }
     });
-    let r = run(hoist_in(home)
-        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
-        .arg(format!("{}:/data", home.join("data").display()))
-        .args(["--push", &format!("{}/s/a:1", p.host)]));
-    r.ok();
-    assert!(
-        r.stderr().contains("it is pushed from disk"),
-        "{}",
-        r.stderr()
-    );
-    assert!(r.stderr().contains("): uploaded"), "{}", r.stderr());
+    for mode in STREAM_MODES {
+        let r = run(hoist_in(home)
+            .args(["build", "--base", "scratch"])
+            .args(stream_mode_args(mode, home))
+            .arg("--layer")
+            .arg(format!("{}:/data", home.join("data").display()))
+            .args(["--push", &format!("{}/s/a-{mode}:1", p.host)]));
+        r.ok();
+        assert!(
+            r.stderr().contains("pushed from disk"),
+            "{mode}: {}",
+            r.stderr()
+        );
+        assert!(r.stderr().contains("): uploaded"), "{mode}: {}", r.stderr());
+    }
 }
 
 #[test]
@@ -411,23 +431,32 @@ fn registry_stalled_streamed_upload_does_not_stall_the_build() {
             Fault::Pass
         }
     });
-    let started = Instant::now();
-    let r = run(hoist_in(home)
-        .env("HOIST_TIMEOUT_SECS", "2")
-        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
-        .arg(format!("{}:/data", home.join("data").display()))
-        .args(["--push", &format!("{}/s/b:1", p.host)]));
-    r.ok();
-    assert!(
-        r.stderr().contains("it is pushed from disk"),
-        "{}",
-        r.stderr()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "took {:?}",
-        started.elapsed()
-    );
+    for mode in STREAM_MODES {
+        let started = Instant::now();
+        let r = run(hoist_in(home)
+            .env("HOIST_TIMEOUT_SECS", "2")
+            .args(["build", "--base", "scratch"])
+            .args(stream_mode_args(mode, home))
+            .arg("--layer")
+            .arg(format!("{}:/data", home.join("data").display()))
+            .args(["--push", &format!("{}/s/b-{mode}:1", p.host)]));
+        r.ok();
+        assert!(
+            r.stderr().contains("no answer to the streamed upload"),
+            "{mode}: {}",
+            r.stderr()
+        );
+        assert!(
+            r.stderr().contains("pushed from disk"),
+            "{mode}: {}",
+            r.stderr()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[test]
@@ -449,40 +478,51 @@ fn registry_that_stops_reading_a_streamed_upload_is_dropped() {
         })
         .collect();
     write_file(&home.join("data/noise.bin"), &data, 0o644);
-    // The first PATCH (the streamed one) is never read; later ones pass.
-    let patches = Arc::new(AtomicUsize::new(0));
-    let seen = patches.clone();
-    let p = FaultProxy::start(&reg.host, move |m: &str, _: &str| {
-        if m == "PATCH" && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+    // The first PATCH of each repository (the streamed one) is never read; later ones pass.
+    let stalled = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = stalled.clone();
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        let repo = path.split("/blobs/").next().unwrap_or("").to_string();
+        let mut seen = seen.lock().unwrap();
+        if m == "PATCH" && !seen.contains(&repo) {
+            seen.push(repo);
             Fault::StallBody(Duration::from_secs(30))
         } else {
             Fault::Pass
         }
     });
-    let started = Instant::now();
-    let r = run(hoist_in(home)
-        .env("HOIST_TIMEOUT_SECS", "2")
-        .args(["build", "--no-cache", "--base", "scratch", "--layer"])
-        .arg(format!("{}:/data", home.join("data").display()))
-        .args(["--push", &format!("{}/s/c:1", p.host)]));
-    r.ok();
-    let err = r.stderr();
-    assert!(err.contains("stopped taking the streamed upload"), "{err}");
-    assert!(err.contains("it is pushed from disk"), "{err}");
-    assert!(err.contains("): uploaded"), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-    // What the registry holds is the whole image.
-    let dir = tempdir();
-    run(hoist_in(home).args([
-        "pull",
-        &format!("{}/s/c:1", reg.host),
-        &format!("oci:{}:c", dir.path().join("pulled").display()),
-    ]))
-    .ok();
+    for mode in STREAM_MODES {
+        let started = Instant::now();
+        let r = run(hoist_in(home)
+            .env("HOIST_TIMEOUT_SECS", "2")
+            .args(["build", "--base", "scratch"])
+            .args(stream_mode_args(mode, home))
+            .arg("--layer")
+            .arg(format!("{}:/data", home.join("data").display()))
+            .args(["--push", &format!("{}/s/c-{mode}:1", p.host)]));
+        r.ok();
+        let err = r.stderr();
+        assert!(
+            err.contains("stopped taking the streamed upload"),
+            "{mode}: {err}"
+        );
+        assert!(err.contains("pushed from disk"), "{mode}: {err}");
+        assert!(err.contains("): uploaded"), "{mode}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+        // What the registry holds is the whole image.
+        let dir = tempdir();
+        run(hoist_in(home).args([
+            "pull",
+            &format!("{}/s/c-{mode}:1", reg.host),
+            &format!("oci:{}:c", dir.path().join("pulled").display()),
+        ]))
+        .ok();
+    }
+    assert_eq!(stalled.lock().unwrap().len(), 2);
 }
 
 #[test]
