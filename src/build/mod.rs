@@ -412,6 +412,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     let opts = write_options(spec);
     // Uploads streamed while their layers were written; they finish after the last layer.
     let mut streams = Vec::new();
+    let mut piped = Vec::new();
     for (p, summary) in pending.into_iter().zip(summaries) {
         let history = p.created_by();
         let (blob, source) = match p {
@@ -464,7 +465,17 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 // nowhere but in the registry.
                 let (blob, source) = match (dest, &spec.output, &cache) {
                     (Some(dest), None, None) => {
-                        stream_only(&plan, opts, &out, dest, client, progress)?
+                        let (blob, source, upload) =
+                            stream_only(&plan, opts, &out, dest, client, progress)?;
+                        if let Some(upload) = upload {
+                            piped.push(PipedUpload {
+                                upload,
+                                plan,
+                                index: image.layers.len(),
+                                digest: blob.digest,
+                            });
+                        }
+                        (blob, source)
                     }
                     _ => {
                         let (blob, stream) =
@@ -499,6 +510,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     }
     if let Some(dest) = spec.push.first() {
         finish_streams(streams, dest, progress);
+        finish_piped(piped, &mut image, &out, opts, dest, progress)?;
     }
     image.edit(&spec.edits);
     image.stamp(&created);
@@ -583,9 +595,19 @@ fn write_and_stream(
     }
 }
 
-/// Compresses a new layer straight into an upload to `dest`, writing nothing locally, and
-/// commits it; the layer's source is then the registry. If the upload fails, the layer is built
-/// again into `out` (the bytes are the same) and pushed from there afterwards.
+/// An upload of a layer kept nowhere locally, to be committed after the last layer.
+struct PipedUpload {
+    upload: StreamingUpload,
+    plan: Box<LayerPlan>,
+    /// The layer's index in the image.
+    index: usize,
+    digest: Digest,
+}
+
+/// Compresses a new layer straight into an upload to `dest`, writing nothing locally; the
+/// layer's source is then the registry, and the upload is returned to be committed by
+/// [`finish_piped`]. If the upload stops while the layer is compressed, the layer is built
+/// again into `out` (the bytes are the same) and pushed from there after the build.
 fn stream_only(
     plan: &LayerPlan,
     opts: WriteOptions,
@@ -593,7 +615,7 @@ fn stream_only(
     dest: &RegistryRef,
     client: &Client,
     progress: &mut dyn FnMut(&str),
-) -> Result<(LayerBlob, LayerSource)> {
+) -> Result<(LayerBlob, LayerSource, Option<StreamingUpload>)> {
     let streamed = stream::start_piped(client, &dest.repository).and_then(|(upload, pipe)| {
         let written = stream_layer(plan, opts, pipe).and_then(|(pipe, diff_id, digest, size)| {
             pipe.end()
@@ -601,20 +623,13 @@ fn stream_only(
             Ok((diff_id, digest, size))
         });
         match written {
-            Ok((diff_id, digest, size)) => {
-                upload.finish(&digest)?;
-                Ok((diff_id, digest, size))
-            }
+            Ok(done) => Ok((done, upload)),
             // A broken pipe says less than the upload's own reason for stopping.
             Err(e) => Err(upload.failure().unwrap_or(e)),
         }
     });
     match streamed {
-        Ok((diff_id, digest, size)) => {
-            progress(&format!(
-                "  {digest} streamed to {} while compressing (not kept locally)",
-                dest.repository
-            ));
+        Ok(((diff_id, digest, size), upload)) => {
             let blob = LayerBlob {
                 digest,
                 diff_id,
@@ -627,7 +642,7 @@ fn stream_only(
                 client: client.clone(),
                 repository: dest.repository.clone(),
             });
-            Ok((blob, source))
+            Ok((blob, source, Some(upload)))
         }
         Err(e) => {
             progress(&format!(
@@ -636,9 +651,48 @@ fn stream_only(
             ));
             let blob = write_layer(plan, opts, &out.blob_dir())?;
             let source = LayerSource::File(blob.path.clone());
-            Ok((blob, source))
+            Ok((blob, source, None))
         }
     }
+}
+
+/// Commits the uploads of layers kept nowhere locally. One that fails is built again into
+/// `out` and becomes a file source for the push that follows; its bytes must be the same.
+fn finish_piped(
+    piped: Vec<PipedUpload>,
+    image: &mut Image,
+    out: &Layout,
+    opts: WriteOptions,
+    dest: &RegistryRef,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for p in piped {
+        let Err(e) = p.upload.finish(&p.digest) else {
+            progress(&format!(
+                "  {} streamed to {} while compressing (not kept locally)",
+                p.digest, dest.repository
+            ));
+            continue;
+        };
+        progress(&format!(
+            "  streaming {} to {} failed ({e}); the layer is built again and pushed from disk",
+            p.digest, dest.repository
+        ));
+        let blob = write_layer(&p.plan, opts, &out.blob_dir())?;
+        if blob.digest != p.digest {
+            return Err(Error::BadArchive {
+                archive: p.plan.spec.src.clone(),
+                message: format!(
+                    "changed during the build: built again it is {}, not {}",
+                    blob.digest, p.digest
+                ),
+            });
+        }
+        if let Some(layer) = image.layers.get_mut(p.index) {
+            layer.source = LayerSource::File(blob.path);
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the streamed uploads and commits them. A failure only costs the overlap: the push
