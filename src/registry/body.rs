@@ -388,7 +388,10 @@ mod tests {
 
     /// Polls `body` once: `Some(Some(Ok(bytes)))` for a frame, `Some(None)` at its end, `None`
     /// when it waits.
-    fn poll(body: &mut FileBody) -> Option<Option<io::Result<Bytes>>> {
+    fn poll<B>(body: &mut B) -> Option<Option<io::Result<Bytes>>>
+    where
+        B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
+    {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         match Pin::new(body).poll_frame(&mut cx) {
@@ -517,5 +520,38 @@ mod tests {
             "the end goes at once"
         );
         assert!(matches!(poll(&mut body), Some(None)));
+    }
+
+    #[test]
+    fn a_pipe_goes_out_in_bursts_and_ends_only_when_told() {
+        let (mut pipe, rx) = PipeWriter::new();
+        let mut body = PipeBody::new(rx, Arc::new(Watch::new()));
+        let mib = vec![1u8; FRAME as usize];
+        for _ in 0..3 {
+            pipe.write_all(&mib).unwrap();
+        }
+        assert!(poll(&mut body).is_none(), "less than a burst waits");
+        pipe.write_all(&mib).unwrap();
+        pipe.write_all(b"tail").unwrap();
+        let mut sent = 0;
+        while let Some(Some(frame)) = poll(&mut body) {
+            sent += frame.unwrap().len();
+        }
+        assert_eq!(sent as u64, 4 * FRAME, "a burst takes every whole frame");
+        pipe.end().unwrap();
+        assert_eq!(&poll(&mut body).unwrap().unwrap().unwrap()[..], b"tail");
+        assert!(matches!(poll(&mut body), Some(None)));
+        assert!(body.watch.ended.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_dropped_pipe_fails_the_body() {
+        let (mut pipe, rx) = PipeWriter::new();
+        let mut body = PipeBody::new(rx, Arc::new(Watch::new()));
+        pipe.write_all(b"partial").unwrap();
+        pipe.flush().unwrap();
+        drop(pipe);
+        assert_eq!(&poll(&mut body).unwrap().unwrap().unwrap()[..], b"partial");
+        assert!(matches!(poll(&mut body), Some(Some(Err(_)))));
     }
 }
