@@ -232,7 +232,7 @@ impl http_body::Body for FileBody {
 }
 
 /// How many frames may wait between a [`PipeWriter`] and its upload before the writer blocks.
-const PIPE_FRAMES: usize = 16;
+const PIPE_FRAMES: usize = 6;
 
 /// A piped body is sent in bursts of at least this many bytes (or what is left at its end).
 const PIPE_BURST: u64 = 4 << 20;
