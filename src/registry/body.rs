@@ -245,8 +245,8 @@ pub(crate) enum Piece {
     End,
 }
 
-/// The writing end of an upload with no file behind it: bytes are buffered into frames of
-/// [`FRAME`] bytes and handed to the upload, blocking while [`PIPE_FRAMES`] frames wait (the
+/// The writing end of an upload with no file behind it: bytes are buffered into 1 MiB frames
+/// and handed to the upload, blocking while six frames wait (the
 /// upload drops the pipe when the registry stalls, and the writes fail). [`PipeWriter::end`]
 /// completes the blob; dropping the writer without it abandons the upload.
 pub struct PipeWriter {

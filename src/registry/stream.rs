@@ -1,16 +1,17 @@
-//! Uploading a blob while it is being produced: the layer writer reports how far its file has
-//! got ([`Follower`]), and one `PATCH` streams the file to the registry (chunked transfer
-//! encoding) from behind the writer; once the digest is known, `PUT ?digest=` commits it. This
-//! is how `build --push` overlaps compression with the upload. Any failure here is not final:
-//! the caller pushes the finished blob from disk the usual way (which starts with a `HEAD`).
+//! Uploading a blob while it is being produced, which is how `build --push` overlaps
+//! compression with the upload. The upload session is opened on the upload's own thread (so
+//! reaching the registry overlaps the start of compression), one `PATCH` with chunked transfer
+//! encoding carries the blob as it comes, and once the digest is known `PUT ?digest=` commits
+//! it. The bytes come from one of two places ([`crate::registry::body`]):
 //!
-//! The writer never waits for the upload: the bytes are read back from the file (still in the
-//! page cache), so a registry that is slower than compression for a moment costs no idle core,
-//! and no buffer between the two grows with the layer. The upload session is opened on the
-//! upload's own thread, so reaching the registry overlaps the start of compression too. The
-//! `PATCH` runs on an async client with a runtime of its own and sends 1 MiB frames: the
-//! blocking client would cut the body into 8 KiB reads, each handed to its runtime thread (about
-//! 23,000 thread hand-offs for a 190 MB layer, on cores that compression keeps busy).
+//! - [`start`]: the layer's file, read from just behind its writer ([`BlobFollower`]); the
+//!   writer never waits for the upload, and nothing between them grows with the layer;
+//! - [`start_piped`]: a bounded pipe ([`PipeWriter`]) the layer is compressed into, for a layer
+//!   kept nowhere else.
+//!
+//! The `PATCH` runs on an async client with a runtime of its own and is dropped when the
+//! registry stalls. Any failure here is not final: the caller pushes the blob from disk the usual
+//! way (which starts with a `HEAD`), after building it again if it was kept nowhere.
 
 use std::future::Future;
 use std::pin::pin;
