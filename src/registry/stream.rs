@@ -2,7 +2,7 @@
 //! compression with the upload. The upload session is opened on the upload's own thread (so
 //! reaching the registry overlaps the start of compression), one `PATCH` with chunked transfer
 //! encoding carries the blob as it comes, and once the digest is known `PUT ?digest=` commits
-//! it. The bytes come from one of two places ([`crate::registry::body`]):
+//! it. The bytes come from one of two places (`registry/body.rs`):
 //!
 //! - [`start`]: the layer's file, read from just behind its writer ([`BlobFollower`]); the
 //!   writer never waits for the upload, and nothing between them grows with the layer;
