@@ -1,5 +1,5 @@
 //! Build settings from `hoist.toml` and from flags, merged (flags win) and resolved into a
-//! [`BuildSpec`](super::BuildSpec).
+//! [`BuildSpec`].
 
 use std::path::{Path, PathBuf};
 
