@@ -77,6 +77,12 @@ impl Watch {
         }
     }
 
+    /// The HTTP stack asks for body bytes now (not starved until the body finds none).
+    fn asked(&self) {
+        self.last_poll.store(self.now_ms(), Ordering::Relaxed);
+        self.starved.store(false, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
@@ -201,8 +207,7 @@ impl http_body::Body for FileBody {
         let this = self.get_mut();
         this.take_events(cx);
         let w = this.watch.clone();
-        w.last_poll.store(w.now_ms(), Ordering::Relaxed);
-        w.starved.store(false, Ordering::Relaxed);
+        w.asked();
         let complete = this.total.is_some() || this.closed;
         if this.sent == this.burst_end && (complete || this.available - this.sent >= this.burst) {
             this.burst_end = this.available;
@@ -346,9 +351,8 @@ impl http_body::Body for PipeBody {
                 Poll::Pending => break,
             }
         }
-        let w = &this.watch;
-        w.last_poll.store(w.now_ms(), Ordering::Relaxed);
-        w.starved.store(false, Ordering::Relaxed);
+        let w = this.watch.clone();
+        w.asked();
         if this.queued >= PIPE_BURST || this.ended || this.closed {
             this.bursting = true;
         }

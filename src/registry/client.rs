@@ -23,6 +23,33 @@ use crate::registry::tls;
 /// The `User-Agent` of every request.
 const USER_AGENT: &str = concat!("hoist/", env!("CARGO_PKG_VERSION"));
 
+/// `builder` (a blocking or an async reqwest client builder) with the settings every registry
+/// client shares: timeouts, keep-alive, user agent, trust of insecure hosts and extra CAs.
+macro_rules! configured {
+    ($builder:expr, $certs:expr, $insecure:expr) => {{
+        let certs: Vec<reqwest::Certificate> = $certs;
+        let b = $builder
+            .connect_timeout(Duration::from_secs(30))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(USER_AGENT)
+            .danger_accept_invalid_certs($insecure);
+        match certs.is_empty() {
+            true => b,
+            false => b.tls_certs_merge(certs),
+        }
+    }};
+}
+
+/// A client that could not be built for `host`.
+fn client_error(host: &str, source: reqwest::Error) -> Error {
+    Error::Http {
+        method: "CONNECT",
+        url: host.into(),
+        hint: "",
+        source,
+    }
+}
+
 /// Receives progress lines (the library never prints).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -96,6 +123,8 @@ struct Inner {
     options: Options,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     tokens: Mutex<HashMap<(String, Vec<String>), String>>,
+    /// Async clients per host, built on first use (see [`Client::async_http`]).
+    async_clients: Mutex<HashMap<String, reqwest::Client>>,
 }
 
 /// What hoist knows about one registry host.
@@ -133,6 +162,7 @@ impl Client {
                 options,
                 hosts: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                async_clients: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -305,44 +335,34 @@ impl Client {
 
     fn http_client(&self, name: &str, insecure: bool) -> Result<reqwest::blocking::Client> {
         let certs = tls::host_certs(&self.inner.options, name)?;
-        let mut b = reqwest::blocking::Client::builder()
-            .timeout(None::<Duration>)
-            .connect_timeout(Duration::from_secs(30))
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(USER_AGENT)
-            .danger_accept_invalid_certs(insecure);
-        if !certs.is_empty() {
-            b = b.tls_certs_merge(certs);
-        }
-        b.build().map_err(|source| Error::Http {
-            method: "CONNECT",
-            url: name.into(),
-            hint: "",
-            source,
-        })
+        let b = configured!(reqwest::blocking::Client::builder(), certs, insecure);
+        b.timeout(None::<Duration>)
+            .build()
+            .map_err(|source| client_error(name, source))
     }
 
-    /// An async HTTP client for `repo`'s registry, configured as the blocking one (same TLS
-    /// roots, same trust of insecure hosts) and keeping no idle connections, so it can serve one
-    /// request on a runtime of its own: the streamed upload of `build --push`.
+    /// The async HTTP client for `repo`'s registry, configured as the blocking one (same TLS
+    /// roots, same trust of insecure hosts), built once per host. It keeps no idle connections,
+    /// so every request can run on a runtime of its own (a push worker's, or the streamed upload
+    /// of `build --push`).
     pub(crate) fn async_http(&self, repo: &Repository) -> Result<reqwest::Client> {
         let name = repo.api_host();
-        let certs = tls::host_certs(&self.inner.options, name)?;
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .tcp_keepalive(Duration::from_secs(30))
-            .pool_max_idle_per_host(0)
-            .user_agent(USER_AGENT)
-            .danger_accept_invalid_certs(self.insecure(name));
-        if !certs.is_empty() {
-            b = b.tls_certs_merge(certs);
+        let mut clients = self
+            .inner
+            .async_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
         }
-        b.build().map_err(|source| Error::Http {
-            method: "CONNECT",
-            url: name.into(),
-            hint: "",
-            source,
-        })
+        let certs = tls::host_certs(&self.inner.options, name)?;
+        let b = configured!(reqwest::Client::builder(), certs, self.insecure(name));
+        let client = b
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|source| client_error(name, source))?;
+        clients.insert(name.to_string(), client.clone());
+        Ok(client)
     }
 
     /// The `Authorization` value a request on `repo` for `scope` carries now (a cached token

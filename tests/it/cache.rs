@@ -149,17 +149,9 @@ fn cache_is_bounded() {
     let a = t.path().join("a");
     let b = t.path().join("b");
     // Incompressible content (xorshift) so each layer is a few hundred KiB.
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let noise: Vec<u8> = (0..400_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    write_file(&a.join("f"), &noise, 0o644);
-    write_file(&b.join("f"), &noise[..300_000], 0o644);
+    let bytes = noise(400_000, 0x2545F4914F6CDD1D);
+    write_file(&a.join("f"), &bytes, 0o644);
+    write_file(&b.join("f"), &bytes[..300_000], 0o644);
     settle();
     let bound = ["--cache-max-size", "500K"];
     build(

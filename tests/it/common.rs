@@ -136,6 +136,20 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 /// Writes a file, creating parents, with a mode.
+/// `len` pseudo-random bytes from `seed` (the low byte of each xorshift64 state): content that
+/// does not compress, made the same way on every run.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub fn write_file(path: &Path, content: &[u8], mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, content).unwrap();

@@ -433,14 +433,9 @@ fn registry_build_push_streams_new_layers_while_compressing() {
     let home = t.path();
     // A few MiB over several gzip blocks, so the stream carries many chunks.
     let src = home.join("data");
-    let mut x = 0x9E3779B97F4A7C15u64;
-    let text: String = (0..600_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ["alpha ", "beta\n", "gamma ", "delta "][(x % 4) as usize]
-        })
+    let text: String = noise(600_000, 0x9E3779B97F4A7C15)
+        .into_iter()
+        .map(|b| ["alpha ", "beta\n", "gamma ", "delta "][(b % 4) as usize])
         .collect();
     write_file(&src.join("big.txt"), text.as_bytes(), 0o644);
     let layer = format!("{}:/data", src.display());

@@ -468,15 +468,7 @@ fn registry_that_stops_reading_a_streamed_upload_is_dropped() {
     let home = t.path();
     // 48 MB that gzip cannot shrink: far more than the socket buffers hold, so the streamed
     // body really stops moving when the registry stops reading.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..48 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = noise(48 << 20, 0x9e37_79b9_7f4a_7c15);
     write_file(&home.join("data/noise.bin"), &data, 0o644);
     // The first PATCH of each repository (the streamed one) is never read; later ones pass.
     let stalled = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -534,16 +526,11 @@ fn registry_large_blob_uploads_survive_resets() {
     let home = t.path();
     let layout = home.join("l");
     // A layer of about 3 MB compressed: sent from its file through the async client.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noise: String = (0..6 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b"0123456789abcdef"[(x & 15) as usize] as char
-        })
+    let hex: String = noise(6 << 20, 0x2545_f491_4f6c_dd1d)
+        .into_iter()
+        .map(|b| b"0123456789abcdef"[(b & 15) as usize] as char)
         .collect();
-    scratch_image(home, &layout, "1", "linux/amd64", &noise);
+    scratch_image(home, &layout, "1", "linux/amd64", &hex);
     let src = format!("oci:{}:1", layout.display());
     // Reset halfway through the monolithic PUT, then halfway through the one sized PATCH.
     let put = FaultProxy::start(
