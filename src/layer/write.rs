@@ -11,6 +11,7 @@ use crate::layer::archive::ArchiveReader;
 use crate::layer::compress::ParallelGzip;
 use crate::layer::entry::{Content, Entry, EntryKind};
 use crate::layer::plan::LayerPlan;
+use crate::layout::Writeback;
 use crate::media;
 
 /// How a layer's tar stream is compressed.
@@ -147,7 +148,7 @@ pub fn write_layer_followed(
         f.start(tmp.as_file().try_clone().at("opening", tmp.path())?);
     }
     let followed = FollowedFile {
-        file: BufWriter::with_capacity(1 << 20, file),
+        file: BufWriter::with_capacity(1 << 20, Writeback::new(file)),
         given: 0,
         reported: 0,
         follower,
@@ -206,7 +207,7 @@ fn compress<W: Write + Send + 'static>(
 
 /// A buffered file that reports to a [`Follower`] whenever its buffer reaches the file.
 struct FollowedFile {
-    file: BufWriter<File>,
+    file: BufWriter<Writeback<File>>,
     /// Bytes given to the buffer.
     given: u64,
     /// Bytes last reported as in the file.

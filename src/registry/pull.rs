@@ -8,7 +8,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::layout::{Layout, MAX_DOCUMENT_SIZE};
+use crate::layout::{Layout, Writeback, MAX_DOCUMENT_SIZE};
 use crate::manifest::{parse_json, Descriptor, Index, Manifest, Platform};
 use crate::media;
 use crate::registry::auth::Scope;
@@ -260,13 +260,14 @@ pub fn fetch_blob(
             .prefix(".tmp-blob-")
             .tempfile_in(&dir)
             .at("creating a temp file in", &dir)?;
-        let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
+        let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, Writeback::new(tmp)));
         io::copy(&mut resp, &mut w).map_err(|e| read_error(&url, e))?;
         let (buf, found, size) = w.finish();
         verify(&url, desc, found, size)?;
         let tmp = buf
             .into_inner()
-            .map_err(|e| Error::io("writing", &dir, e.into_error()))?;
+            .map_err(|e| Error::io("writing", &dir, e.into_error()))?
+            .into_inner();
         tmp.as_file().sync_all().at("syncing", tmp.path())?;
         let dest = layout.blob_path(&desc.digest);
         tmp.persist(&dest)
