@@ -189,7 +189,7 @@ fn registry_bearer_token_flow_with_mount_scope() {
     };
     let t = tempdir();
     let home = t.path();
-    let (proxy, scopes) = token_proxy(&reg.host, false);
+    let (proxy, scopes) = token_proxy(&reg.host, false, false);
     let layout = home.join("l");
     scratch_image(home, &layout, "1", "linux/amd64", "token\n");
     let with_creds = |c: &mut std::process::Command| {
@@ -256,15 +256,22 @@ fn registry_bearer_token_flow_with_mount_scope() {
 
 /// A token service in front of `upstream` (the proxy plays both): `/v2/…` wants a Bearer token
 /// from `/token`, which wants Basic credentials and records the scopes asked for. With
-/// `anonymous_ping`, `/v2/` itself answers without a challenge.
+/// `anonymous_ping`, `/v2/` itself answers without a challenge. With `expire_on_upload`, the
+/// token in use expires the first time a blob upload carries a body of 1 MiB or more (or a
+/// streamed one): that request is refused with a challenge and the next token is handed out.
 fn token_proxy(
     upstream: &str,
     anonymous_ping: bool,
+    expire_on_upload: bool,
 ) -> (FaultProxy, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let scopes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let s2 = scopes.clone();
     let good = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
+    // The token now valid is `tok-N`; `expired` once the upload has expired one.
+    let state = std::sync::Mutex::new((1u32, false));
     let proxy = FaultProxy::start_with(upstream, move |r: &Request| {
+        let mut state = state.lock().unwrap();
+        let token = format!("tok-{}", state.0);
         if anonymous_ping && r.path == "/v2/" {
             return Fault::Pass;
         }
@@ -274,7 +281,7 @@ fn token_proxy(
             return Fault::RespondBody(
                 200,
                 vec![("Content-Type", "application/json".into())],
-                r#"{"access_token":"tok-1"}"#.into(),
+                format!(r#"{{"access_token":"{token}"}}"#),
             );
         }
         if let Some(q) = r.path.strip_prefix("/token?") {
@@ -294,10 +301,16 @@ fn token_proxy(
             return Fault::RespondBody(
                 200,
                 vec![("Content-Type", "application/json".into())],
-                r#"{"token":"tok-1","expires_in":300}"#.into(),
+                format!(r#"{{"token":"{token}","expires_in":300}}"#),
             );
         }
-        if r.authorization.as_deref() == Some("Bearer tok-1") {
+        let big_upload = r.path.contains("/blobs/uploads/")
+            && r.body_len.is_none_or(|n| n >= 1 << 20)
+            && matches!(r.method.as_str(), "PUT" | "PATCH");
+        if expire_on_upload && big_upload && !state.1 {
+            *state = (state.0 + 1, true);
+            s2.lock().unwrap().push(format!("expired {token}"));
+        } else if r.authorization.as_deref() == Some(format!("Bearer {token}").as_str()) {
             return Fault::Pass;
         }
         let challenge = format!(
@@ -309,6 +322,87 @@ fn token_proxy(
     (proxy, scopes)
 }
 
+/// A token that expires while a large blob is being uploaded (sent through the async client,
+/// which does not renew tokens) is renewed and the upload made again, by `hoist push` and by a
+/// `build --push` that streams its layer.
+#[test]
+fn registry_token_expiring_during_a_large_upload_is_renewed() {
+    let Some(reg) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let t = tempdir();
+    let home = t.path();
+    // A layer of about 3 MB compressed: above the size sent through the async client.
+    let hex: String = noise(6 << 20, 0x5eed_cafe_f00d_1234)
+        .into_iter()
+        .map(|b| b"0123456789abcdef"[(b & 15) as usize] as char)
+        .collect();
+    let layout = home.join("l");
+    scratch_image(home, &layout, "1", "linux/amd64", &hex);
+    let app = home.join("app");
+    write_file(&app.join("big.txt"), hex.as_bytes(), 0o644);
+    let creds = |c: &mut std::process::Command| {
+        c.env("HOIST_USERNAME", USER).env("HOIST_PASSWORD", PASS);
+    };
+    let check_expired_and_renewed = |scopes: &[String], what: &str| {
+        let expired = scopes.iter().position(|s| s == "expired tok-1");
+        let expired =
+            expired.unwrap_or_else(|| panic!("{what}: no upload expired the token: {scopes:?}"));
+        assert!(
+            scopes[expired + 1..]
+                .iter()
+                .any(|s| s.contains("pull,push")),
+            "{what}: no new token after the expiry: {scopes:?}"
+        );
+    };
+
+    let (proxy, scopes) = token_proxy(&reg.host, false, true);
+    let mut c = hoist_in(home);
+    creds(&mut c);
+    run(c
+        .arg("push")
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("{}/exp/push:1", proxy.host)))
+    .ok();
+    check_expired_and_renewed(&scopes.lock().unwrap(), "push");
+
+    // build --push streams the new layer: with a cache (followed file) and without (pipe).
+    for (name, extra) in [
+        (
+            "followed",
+            vec![
+                "--cache-dir".to_string(),
+                home.join("cache").display().to_string(),
+            ],
+        ),
+        ("piped", vec!["--no-cache".to_string()]),
+    ] {
+        let (proxy, scopes) = token_proxy(&reg.host, false, true);
+        let mut c = hoist_in(home);
+        creds(&mut c);
+        let r = run(c
+            .args(["build", "--no-check", "--base", "scratch", "--layer"])
+            .arg(format!("{}:/app", app.display()))
+            .args(&extra)
+            .args(["--push", &format!("{}/exp/{name}:1", proxy.host)]));
+        r.ok();
+        check_expired_and_renewed(&scopes.lock().unwrap(), name);
+        assert!(r.stderr().contains("failed"), "{name}: {}", r.stderr());
+    }
+
+    // Every image is whole in the registry: a pull verifies each blob.
+    for name in ["push", "followed", "piped"] {
+        run(hoist_in(home)
+            .arg("pull")
+            .arg(format!("{}/exp/{name}:1", reg.host))
+            .arg(format!(
+                "oci:{}",
+                home.join(format!("pulled-{name}")).display()
+            )))
+        .ok();
+    }
+}
+
 #[test]
 fn registry_challenge_met_after_an_anonymous_ping() {
     let Some(reg) = Registry::start(Setup::Plain) else {
@@ -316,7 +410,7 @@ fn registry_challenge_met_after_an_anonymous_ping() {
     };
     let t = tempdir();
     let home = t.path();
-    let (proxy, scopes) = token_proxy(&reg.host, true);
+    let (proxy, scopes) = token_proxy(&reg.host, true, false);
     let layout = home.join("l");
     scratch_image(home, &layout, "1", "linux/amd64", "late challenge\n");
     let r = run(hoist_in(home)

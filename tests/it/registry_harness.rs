@@ -309,6 +309,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The proxy's own `127.0.0.1:PORT`.
     pub proxy: String,
+    /// The body's declared length; `None` for a chunked (streamed) body.
+    pub body_len: Option<usize>,
 }
 
 type Rule = dyn Fn(&Request) -> Fault + Send + Sync;
@@ -401,6 +403,7 @@ fn serve(
         path: path.clone(),
         authorization,
         proxy: proxy.into(),
+        body_len: (!chunked).then_some(content_length),
     });
     seen.lock()
         .unwrap()
