@@ -158,7 +158,8 @@ pub enum Error {
         url: String,
         /// What to check, when known (e.g. the CA options for a TLS failure).
         hint: &'static str,
-        /// The transport error.
+        /// The transport error, without its URL: `url` names the request, and a redirect target
+        /// may carry a signature.
         #[source]
         source: reqwest::Error,
     },
@@ -285,6 +286,27 @@ impl Error {
     }
 }
 
+/// Joins an error's messages, outermost first, with `: `, leaving out a message already part of
+/// the text (many errors repeat their source in their own message) and letting one that starts
+/// with the whole text so far replace it.
+pub fn join_causes(messages: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for m in messages {
+        if out.is_empty() || m.starts_with(&out) {
+            out = m;
+        } else if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+    }
+    out
+}
+
+/// `e` with every cause behind it, as one line (see [`join_causes`]).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    join_causes(std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()))
+}
+
 /// Attaches a path and action to I/O results.
 pub(crate) trait IoContext<T> {
     /// Converts an I/O error into [`Error::Io`] naming `path`.
@@ -294,5 +316,27 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, action: &'static str, path: &std::path::Path) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_joined_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::io("reading", "/x/index.json", io);
+        assert_eq!(describe(&e), "reading /x/index.json: denied");
+        let nested = std::io::Error::other(e);
+        assert_eq!(describe(&nested), "reading /x/index.json: denied");
+        assert_eq!(
+            join_causes(["a: b".to_string(), "c".into(), "b".into(), "d".into()]),
+            "a: b: c: d"
+        );
+        assert_eq!(
+            join_causes(["GET u".to_string(), "GET u: refused".into()]),
+            "GET u: refused"
+        );
     }
 }

@@ -17,12 +17,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "hoist: error: {e}");
-            for cause in e.chain().skip(1) {
-                let _ = write!(stderr, ": {cause}");
-            }
-            let _ = writeln!(stderr);
+            let message = hoist::error::join_causes(e.chain().map(|c| c.to_string()));
+            let _ = writeln!(std::io::stderr().lock(), "hoist: error: {message}");
             ExitCode::from(1)
         }
     }

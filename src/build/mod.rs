@@ -14,7 +14,7 @@ use crate::cache::{layer_key, source_identity, CachedLayer, LayerCache};
 use crate::check::{self, CheckMode, LayerSummary, Report, Severity};
 use crate::config::{self, ConfigEdits};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{describe, Error, Result};
 use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
 use crate::layer::write::{diff_id, stream_layer, write_layer, write_layer_followed};
@@ -136,7 +136,10 @@ fn plan_or_reuse(
             ));
             if let Some(k) = &key {
                 if let Err(e) = c.remember(k, &hit) {
-                    progress(&format!("warning: cannot update the layer cache: {e}"));
+                    progress(&format!(
+                        "warning: cannot update the layer cache: {}",
+                        describe(&e)
+                    ));
                 }
             }
             return Ok(Pending::Cached {
@@ -191,7 +194,7 @@ fn prepare(
         (Some(c), true) => match LayerCache::open(&c.dir, c.max_bytes) {
             Ok(cache) => Some(cache),
             Err(e) => {
-                progress(&format!("warning: layer cache disabled: {e}"));
+                progress(&format!("warning: layer cache disabled: {}", describe(&e)));
                 None
             }
         },
@@ -492,7 +495,8 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 if let Some(cache) = &cache {
                     if let Err(e) = cache.store(key.as_ref(), &identity, &opts, &blob) {
                         progress(&format!(
-                            "warning: cannot store the layer in the cache: {e}"
+                            "warning: cannot store the layer in the cache: {}",
+                            describe(&e)
                         ));
                     }
                 }
@@ -587,8 +591,9 @@ fn write_and_stream(
         }
         Err(e) => {
             progress(&format!(
-                "  cannot stream to {}: {e}; it is pushed after the build",
-                dest.repository
+                "  cannot stream to {}: {}; it is pushed after the build",
+                dest.repository,
+                describe(&e)
             ));
             Ok((write_layer(plan, opts, &out.blob_dir())?, None))
         }
@@ -646,8 +651,9 @@ fn stream_only(
         }
         Err(e) => {
             progress(&format!(
-                "  streaming to {} failed ({e}); the layer is built again and pushed from disk",
-                dest.repository
+                "  streaming to {} failed ({}); the layer is built again and pushed from disk",
+                dest.repository,
+                describe(&e)
             ));
             let blob = write_layer(plan, opts, &out.blob_dir())?;
             let source = LayerSource::File(blob.path.clone());
@@ -675,8 +681,10 @@ fn finish_piped(
             continue;
         };
         progress(&format!(
-            "  streaming {} to {} failed ({e}); the layer is built again and pushed from disk",
-            p.digest, dest.repository
+            "  streaming {} to {} failed ({}); the layer is built again and pushed from disk",
+            p.digest,
+            dest.repository,
+            describe(&e)
         ));
         let blob = write_layer(&p.plan, opts, &out.blob_dir())?;
         if blob.digest != p.digest {
@@ -709,8 +717,9 @@ fn finish_streams(
                 dest.repository
             )),
             Err(e) => progress(&format!(
-                "  streaming {digest} to {} failed ({e}); it is pushed from disk",
-                dest.repository
+                "  streaming {digest} to {} failed ({}); it is pushed from disk",
+                dest.repository,
+                describe(&e)
             )),
         }
     }

@@ -188,7 +188,7 @@ pub(crate) fn fetch_token(
         method,
         url: url.to_string(),
         hint: "",
-        source,
+        source: source.without_url(),
     })?;
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
@@ -216,7 +216,7 @@ pub(crate) fn fetch_token(
         method,
         url: url.to_string(),
         hint: "",
-        source,
+        source: source.without_url(),
     })?;
     let doc: Value = crate::manifest::parse_json(&raw, "token response", url.as_str())?;
     doc["token"]

@@ -13,7 +13,7 @@ use reqwest::blocking::{RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{describe, join_causes, Error, Result};
 use crate::registry::auth::{fetch_token, Challenge, Scope};
 use crate::registry::credentials::{self, Credentials};
 use crate::registry::name::Repository;
@@ -46,7 +46,7 @@ fn client_error(host: &str, source: reqwest::Error) -> Error {
         method: "CONNECT",
         url: host.into(),
         hint: "",
-        source,
+        source: source.without_url(),
     }
 }
 
@@ -502,8 +502,10 @@ impl Client {
                             .saturating_mul(1 << attempt.min(6))
                             .min(Duration::from_secs(8)),
                     };
+                    // Most errors already name the request.
+                    let message = join_causes([what.to_string(), describe(&e)]);
                     self.progress(&format!(
-                        "{what}: {e}; retrying in {:.1}s",
+                        "{message}; retrying in {:.1}s",
                         wait.as_secs_f64()
                     ));
                     std::thread::sleep(wait);

@@ -42,7 +42,7 @@ pub(crate) fn http_error(method: &'static str, url: &str, source: reqwest::Error
             (true, _, true) => PLAIN_HTTP_HINT,
             _ => "",
         },
-        source,
+        source: source.without_url(),
     }
 }
 

@@ -356,6 +356,27 @@ fn registry_blob_redirects_to_storage_are_followed() {
             .count(),
         2
     );
+
+    // Storage that cannot be reached: the error names the registry's blob URL, never the
+    // presigned storage URL, whose query is a credential.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_host = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let secret = "X-Amz-Security-Token=SESSION-SECRET-1234";
+    let p = FaultProxy::start(&reg.host, move |m: &str, path: &str| {
+        if m == "GET" && path.contains("/blobs/sha256:") {
+            let to = format!("http://{dead_host}/bucket/blob?{secret}&X-Amz-Signature=abc");
+            Fault::Respond(307, vec![("Location", to)])
+        } else {
+            Fault::Pass
+        }
+    });
+    let r = run(hoist_in(home)
+        .arg("pull")
+        .arg(format!("{}/rd/a:1", p.host))
+        .arg(format!("oci:{}:1", home.join("pulled-dead").display())));
+    r.fails_with(1, &[&format!("{}/v2/rd/a/blobs/sha256:", p.host)]);
+    assert!(!r.stderr().contains("SESSION-SECRET"), "{}", r.stderr());
 }
 
 /// How `build --push` keeps a new layer while it streams it: in a local file it follows (a
