@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -13,7 +13,6 @@ use crate::check::summary::{
     read_file_facts, shebang, wants_text, Change, Kind, LayerSummary, Node,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::layer::archive::{self, Codec};
 use crate::layer::entry::{Content, EntryKind};
 use crate::layer::LayerPlan;
 
@@ -59,7 +58,7 @@ pub fn summarize_plan(plan: &LayerPlan) -> Result<LayerSummary> {
         changes.push(Change::Add(path, node));
     }
     if let (Some(a), false) = (&plan.archive, streamed.is_empty()) {
-        read_archive_facts(&a.path, a.codec, streamed, &mut changes)?;
+        read_archive_facts(&a.path, a.tar_path(), streamed, &mut changes)?;
     }
     for (link, target) in links {
         if let (Change::Add(_, t), Change::Add(p, _)) = (&changes[target], &changes[link]) {
@@ -70,44 +69,25 @@ pub fn summarize_plan(plan: &LayerPlan) -> Result<LayerSummary> {
     Ok(LayerSummary { changes })
 }
 
-/// Fills in facts of tarball files: by offset for a plain tar, else in one forward pass.
+/// Fills in facts of the files of tarball `archive` (named in errors) by offset in its
+/// uncompressed tar stream `tar`.
 fn read_archive_facts(
-    path: &Path,
-    codec: Codec,
+    archive: &Path,
+    tar: &Path,
     mut files: Vec<(u64, usize)>,
     changes: &mut [Change],
 ) -> Result<()> {
     files.sort();
     let bad = |e: io::Error| Error::BadArchive {
-        archive: path.to_path_buf(),
+        archive: archive.to_path_buf(),
         message: format!("reading for checks: {e}"),
     };
-    if codec == Codec::Plain {
-        let f = File::open(path).at("opening", path)?;
-        for (off, i) in files {
-            if let Change::Add(p, node) = &mut changes[i] {
-                let text = wants_text(p);
-                host_facts(&f, off, node.size, text, node).map_err(bad)?;
-            }
-        }
-        return Ok(());
-    }
-    let mut stream = archive::open(path, codec)?;
-    let mut pos = 0u64;
+    let f = File::open(tar).at("opening", tar)?;
     for (off, i) in files {
-        let Change::Add(p, node) = &mut changes[i] else {
-            continue;
-        };
-        if off < pos {
-            continue; // a hard link's second path: same bytes, already read.
+        if let Change::Add(p, node) = &mut changes[i] {
+            let text = wants_text(p);
+            host_facts(&f, off, node.size, text, node).map_err(bad)?;
         }
-        io::copy(&mut (&mut stream).take(off - pos), &mut io::sink()).map_err(bad)?;
-        let size = node.size;
-        let text = wants_text(p);
-        let mut file = (&mut stream).take(size);
-        read_file_facts(&mut file, size, true, text, node).map_err(bad)?;
-        io::copy(&mut file, &mut io::sink()).map_err(bad)?;
-        pos = off + size;
     }
     Ok(())
 }

@@ -105,16 +105,50 @@ fn unsafe_entry(archive: &Path, entry: &str, reason: &'static str) -> Error {
     }
 }
 
-/// A checked tarball source: where it is and how it is compressed.
+/// A checked tarball source: where it is, how it is compressed, and where its tar stream can be
+/// read by offset.
 pub struct ArchivePlan {
     /// The tarball.
     pub path: PathBuf,
     /// Its compression.
     pub codec: Codec,
+    /// For a compressed tarball, the tar stream decompressed while it was scanned: the checks
+    /// and the layer writer read it by offset instead of decompressing again.
+    spool: Option<tempfile::TempPath>,
+}
+
+impl ArchivePlan {
+    /// The uncompressed tar stream, readable by offset: the tarball itself when it is plain,
+    /// else its spooled copy.
+    pub fn tar_path(&self) -> &Path {
+        self.spool.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// A reader that also writes everything it reads into a spool file; a failed write is kept
+/// (the reader only sees that something failed) so that it can be reported as what it is.
+struct Tee<R> {
+    inner: R,
+    spool: io::BufWriter<File>,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Err(e) = io::Write::write_all(&mut self.spool, &buf[..n]) {
+            self.failed = Some(e);
+            return Err(io::Error::other(
+                "the decompressed copy could not be written",
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// Lists and checks every entry of a tarball, re-rooted under `dest` after dropping `strip`
-/// leading components, in archive order. Nothing is written anywhere.
+/// leading components, in archive order. A compressed tarball is decompressed once, here, into
+/// a temporary file (see [`ArchivePlan::spool`]); nothing else is written.
 pub fn scan(
     path: &Path,
     codec: Codec,
@@ -122,7 +156,52 @@ pub fn scan(
     strip: usize,
     owner: Owner,
 ) -> Result<(Vec<Entry>, ArchivePlan)> {
-    let mut archive = tar::Archive::new(open(path, codec)?);
+    let plan = |spool| ArchivePlan {
+        path: path.to_path_buf(),
+        codec,
+        spool,
+    };
+    if codec == Codec::Plain {
+        let entries = scan_stream(&mut open(path, codec)?, path, dest, strip, owner)?;
+        return Ok((entries, plan(None)));
+    }
+    let tmp = std::env::temp_dir();
+    let spool = tempfile::Builder::new()
+        .prefix("hoist-tar-")
+        .tempfile_in(&tmp)
+        .map_err(|e| {
+            bad(
+                path,
+                format!("cannot decompress into {}: {e}", tmp.display()),
+            )
+        })?;
+    let (file, spool) = spool.into_parts();
+    let mut tee = Tee {
+        inner: open(path, codec)?,
+        spool: io::BufWriter::with_capacity(1 << 20, file),
+        failed: None,
+    };
+    let scanned = scan_stream(&mut tee, path, dest, strip, owner);
+    let written = match tee.failed.take() {
+        Some(e) => Err(e),
+        None => tee.spool.into_inner().map_err(|e| e.into_error()),
+    };
+    if let Err(e) = written {
+        let message = format!("cannot decompress into {}: {e}", spool.display());
+        return Err(bad(path, message));
+    }
+    Ok((scanned?, plan(Some(spool))))
+}
+
+/// [`scan`] of `stream`, the tar stream of the tarball at `path`, read to its end.
+fn scan_stream(
+    stream: &mut impl Read,
+    path: &Path,
+    dest: &[String],
+    strip: usize,
+    owner: Owner,
+) -> Result<Vec<Entry>> {
+    let mut archive = tar::Archive::new(stream);
     let mut entries: Vec<Entry> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut files: HashMap<Vec<String>, usize> = HashMap::new();
@@ -217,13 +296,11 @@ pub fn scan(
         names.push(name);
     }
     check_no_write_through_symlinks(path, &entries, &names)?;
-    Ok((
-        entries,
-        ArchivePlan {
-            path: path.to_path_buf(),
-            codec,
-        },
-    ))
+    // Whatever the tar reader left unread (end blocks, padding) is read too, so that a spool
+    // holds the whole stream.
+    io::copy(&mut archive.into_inner(), &mut io::sink())
+        .map_err(|e| bad(path, format!("decompressing: {e}")))?;
+    Ok(entries)
 }
 
 fn link_text(
@@ -309,68 +386,75 @@ fn check_no_write_through_symlinks(
     Ok(())
 }
 
-/// Reads file bytes of a tarball by offset, in the order the layer writer asks for them.
-pub enum ArchiveReader {
-    /// A seekable uncompressed tar (the source itself, or a spooled copy).
-    Seek(File, #[allow(dead_code)] Option<tempfile::TempPath>),
-    /// A forward-only decompressed stream (offsets asked for never go back).
-    Stream(Box<dyn Read + Send>, u64),
+/// Reads file bytes of a tarball by offset (from its uncompressed tar stream).
+pub struct ArchiveReader {
+    tar: File,
 }
 
 impl ArchiveReader {
-    /// Prepares to read `plan`'s files in the order of `sorted` entries: streams when their offsets
-    /// only grow, else reads the source directly (plain tar) or a decompressed spool copy.
-    pub fn new(plan: &ArchivePlan, sorted: &[Entry]) -> Result<Self> {
-        let offsets = sorted.iter().filter_map(|e| match e.content {
-            Content::Archive(o) => Some(o),
-            _ => None,
-        });
-        let mut last = 0;
-        let monotonic = offsets.into_iter().all(|o| {
-            let ok = o >= last;
-            last = o;
-            ok
-        });
-        if plan.codec == Codec::Plain {
-            return Ok(ArchiveReader::Seek(
-                File::open(&plan.path).at("opening", &plan.path)?,
-                None,
-            ));
-        }
-        if monotonic {
-            return Ok(ArchiveReader::Stream(open(&plan.path, plan.codec)?, 0));
-        }
-        let mut spool =
-            tempfile::NamedTempFile::new().at("creating a spool file in", &std::env::temp_dir())?;
-        io::copy(&mut open(&plan.path, plan.codec)?, spool.as_file_mut())
-            .map_err(|e| bad(&plan.path, format!("decompressing: {e}")))?;
-        let (file, temp_path) = spool.into_parts();
-        Ok(ArchiveReader::Seek(file, Some(temp_path)))
+    /// Opens `plan`'s tar stream.
+    pub fn new(plan: &ArchivePlan) -> Result<Self> {
+        let path = plan.tar_path();
+        Ok(ArchiveReader {
+            tar: File::open(path).at("opening", path)?,
+        })
     }
 
     /// A reader of `size` bytes at `offset` of the uncompressed tar stream.
     pub fn at(&mut self, offset: u64, size: u64) -> io::Result<impl Read + '_> {
-        let inner: &mut dyn Read = match self {
-            ArchiveReader::Seek(f, _) => {
-                f.seek(SeekFrom::Start(offset))?;
-                f
-            }
-            ArchiveReader::Stream(r, pos) => {
-                if offset < *pos {
-                    return Err(io::Error::other("archive read out of order"));
-                }
-                io::copy(&mut (&mut **r).take(offset - *pos), &mut io::sink())?;
-                *pos = offset + size;
-                &mut **r
-            }
-        };
-        Ok(inner.take(size))
+        self.tar.seek(SeekFrom::Start(offset))?;
+        Ok((&mut self.tar).take(size))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_tarball_is_decompressed_once_into_a_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = dir.path().join("t.tar.gz");
+        let gz =
+            flate2::write::GzEncoder::new(File::create(&tgz).unwrap(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (name, body) in [("top/a", &b"alpha"[..]), ("top/b", &b"bravo!"[..])] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, body).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        let codec = sniff(&tgz).unwrap().unwrap();
+        assert_eq!(codec, Codec::Gzip);
+        let (entries, plan) = scan(&tgz, codec, &["app".into()], 1, Owner::default()).unwrap();
+        let spool = plan.tar_path().to_path_buf();
+        assert_ne!(spool, tgz);
+        let mut reader = ArchiveReader::new(&plan).unwrap();
+        let mut found = Vec::new();
+        for e in &entries {
+            if let (EntryKind::File { size }, Content::Archive(off)) = (&e.kind, &e.content) {
+                let mut body = String::new();
+                reader
+                    .at(*off, *size)
+                    .unwrap()
+                    .read_to_string(&mut body)
+                    .unwrap();
+                found.push((e.path.join("/"), body));
+            }
+        }
+        assert_eq!(
+            found,
+            [
+                ("app/a".into(), "alpha".into()),
+                ("app/b".into(), "bravo!".into())
+            ]
+        );
+        drop(reader);
+        drop(plan);
+        assert!(!spool.exists(), "the spool goes with the plan");
+    }
 
     #[test]
     fn archive_path_table() {

@@ -256,7 +256,7 @@ pub fn diff_id(plan: &LayerPlan, mtime: u64) -> Result<Digest> {
 /// Writes every entry of `plan` into `builder`.
 fn append_all<W: Write>(builder: &mut tar::Builder<W>, plan: &LayerPlan, mtime: u64) -> Result<()> {
     let mut archive = match &plan.archive {
-        Some(a) => Some(ArchiveReader::new(a, &plan.entries)?),
+        Some(a) => Some(ArchiveReader::new(a)?),
         None => None,
     };
     for entry in &plan.entries {

@@ -156,6 +156,17 @@ fn bad_input_exits_1_naming_it_and_leaves_the_layout_unchanged() {
         assert_eq!(snapshot(&out), before, "{name}: the layout changed");
     }
 
+    // A compressed tarball is decompressed once into TMPDIR: one that cannot be written there
+    // fails naming the tarball and the folder, and nothing is written.
+    let good_tb = evil_tarball(t.path(), "fine.tar.gz", "    add('top/ok')");
+    let r = run(hoist()
+        .env("TMPDIR", t.path().join("no-such-tmp"))
+        .args(["build", "--base", &base_ref, "--layer"])
+        .arg(format!("{}:/x", good_tb.display()))
+        .args(["--output", &bad_out]));
+    r.fails_with(1, &["fine.tar.gz", "no-such-tmp"]);
+    assert_eq!(snapshot(&out), before, "TMPDIR: the layout changed");
+
     // An output that cannot be written: a path below a regular file.
     let file = t.path().join("plain-file");
     fs::write(&file, b"x").unwrap();
