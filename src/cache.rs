@@ -249,7 +249,7 @@ pub fn source_identity(spec: &LayerSpec, opts: &WriteOptions) -> Digest {
     let owner = spec.owner.unwrap_or_default();
     Digest::of(
         format!(
-            "{LAYER_FORMAT}\n{}\n{}\n{}\n{}:{}:{}:{}:{}",
+            "{LAYER_FORMAT}\n{}\n{}\n{}\n{}:{}:{}:{}:{}{}",
             opts.compression,
             opts.mtime,
             spec.dest,
@@ -257,10 +257,20 @@ pub fn source_identity(spec: &LayerSpec, opts: &WriteOptions) -> Digest {
             owner.gid,
             spec.strip,
             spec.parents,
-            spec.extract
+            spec.extract,
+            base_dirs_text(spec)
         )
         .as_bytes(),
     )
+}
+
+/// The parent folders' modes and owners taken from the base, as key material (empty when
+/// there are none, so keys made without them stay valid).
+fn base_dirs_text(spec: &LayerSpec) -> String {
+    spec.base_dirs
+        .iter()
+        .map(|(path, (mode, o))| format!("\n{path}:{mode:o}:{}:{}", o.uid, o.gid))
+        .collect()
 }
 
 /// The cache key of the layer `spec` would produce with `opts`, or `None` when a source was
@@ -278,8 +288,13 @@ pub fn layer_key(spec: &LayerSpec, opts: &WriteOptions) -> Result<Option<Digest>
     let owner = spec.owner.unwrap_or_default();
     field(
         format!(
-            "{}:{}:{}:{}:{}",
-            owner.uid, owner.gid, spec.strip, spec.parents, spec.extract
+            "{}:{}:{}:{}:{}{}",
+            owner.uid,
+            owner.gid,
+            spec.strip,
+            spec.parents,
+            spec.extract,
+            base_dirs_text(spec)
         )
         .as_bytes(),
     );

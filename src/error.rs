@@ -265,6 +265,16 @@ pub enum Error {
         /// The whole report.
         report: Box<crate::check::Report>,
     },
+    /// A layer destination goes through a path the base image has as a symlink or a file.
+    #[error("layer destination {dest}: the base image has {parent} as {found}, which a folder written there would replace (and a symlink's target would be hidden): use a destination that does not go through it")]
+    DestinationThroughNonFolder {
+        /// The destination asked for.
+        dest: String,
+        /// The path on the way that is not a folder.
+        parent: String,
+        /// What it is (`a symlink to usr/lib`, `a file`).
+        found: String,
+    },
     /// A Playwright browsers folder is not usable.
     #[error("browsers folder {path}: {problem}")]
     BadBrowsers {

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod file;
 pub mod inputs;
+pub mod parents;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -200,10 +201,6 @@ fn prepare(
         },
         _ => None,
     };
-    let mut pending = Vec::with_capacity(spec.layers.len() + 1);
-    for layer in &spec.layers {
-        pending.push(plan_or_reuse(layer, &opts, cache.as_ref(), progress)?);
-    }
     let image = match &spec.base {
         ImageRef::Scratch => Image::scratch(spec.platform.as_ref().unwrap_or(&Platform::host())),
         ImageRef::Layout(r) => Image::from_layout(
@@ -217,8 +214,13 @@ fn prepare(
         }
     };
     let generated = !spec.users.is_empty() || !spec.mkdirs.is_empty();
+    // Parent folders of destinations copy a local base's own (a registry base is not read
+    // for that: its layers are not fetched when the checks are off, and the layer must not
+    // depend on whether they are on).
+    let local_parents =
+        matches!(spec.base, ImageRef::Layout(_)) && spec.layers.iter().any(|l| l.parents);
     // Base layers are read only when something needs them: `--no-check` alone reads none.
-    let base = if mode != CheckMode::Off || generated {
+    let base = if mode != CheckMode::Off || generated || local_parents {
         Some(check::read_base(
             &image.layers,
             check::cache_dir().as_deref(),
@@ -226,6 +228,14 @@ fn prepare(
     } else {
         None
     };
+    let mut pending = Vec::with_capacity(spec.layers.len() + 1);
+    for layer in &spec.layers {
+        let mut layer = layer.clone();
+        if let (true, true, Some(view)) = (local_parents, layer.parents, &base) {
+            layer.base_dirs = parents::base_dirs(&view.tree, &layer)?;
+        }
+        pending.push(plan_or_reuse(&layer, &opts, cache.as_ref(), progress)?);
+    }
     if let (true, Some(view)) = (generated, &base) {
         if let Some(plan) =
             accounts::accounts_layer(&spec.users, &spec.mkdirs, &view.tree, spec.epoch)?

@@ -89,12 +89,15 @@ pub fn check_image(
     config: &Value,
     arch: Option<&str>,
 ) -> Report {
+    let mut findings = Vec::new();
     for l in new_layers {
+        findings.extend(replaced_symlinks(&base.tree, l));
         base.tree.apply(l, true);
     }
     let tree = &base.tree;
     let search = libs::Search::new(tree, runtime::env_var(config, "LD_LIBRARY_PATH"));
-    let (mut findings, elf_files) = binaries::check(tree, &search, arch);
+    let (elf_findings, elf_files) = binaries::check(tree, &search, arch);
+    findings.extend(elf_findings);
     findings.extend(binaries::check_bundle_leaks(tree, &search));
     findings.extend(runtime::check_entrypoint(tree, config));
     findings.extend(runtime::check_user(tree, config));
@@ -110,4 +113,75 @@ pub fn check_image(
     };
     report.sort();
     report
+}
+
+/// Folders a new layer writes where the image so far has a symlink: the folder replaces the
+/// link, and everything reached through it (a merged-`/usr` base's `/lib`, say) is hidden.
+fn replaced_symlinks(tree: &tree::Tree, layer: &LayerSummary) -> Vec<Finding> {
+    layer
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            summary::Change::Add(path, node) if node.kind == summary::Kind::Dir => {
+                match &tree.get(path)?.kind {
+                    summary::Kind::Symlink(target) => Some(Finding {
+                        severity: Severity::Error,
+                        file: format!("/{path}"),
+                        check: "symlink",
+                        message: format!(
+                            "a new layer writes this folder over the image's symlink to {target}, hiding everything reached through it"
+                        ),
+                        fix: Some(
+                            "put the layer under the path the symlink points to (a local base makes hoist refuse such a destination)".into(),
+                        ),
+                        items: vec![],
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use summary::{Change, Kind, Node};
+
+    fn layer(nodes: &[(&str, Kind)]) -> LayerSummary {
+        LayerSummary {
+            changes: nodes
+                .iter()
+                .map(|(p, k)| Change::Add((*p).into(), Node::plain(k.clone(), 0o755, 0, 0, 0)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_folder_over_a_base_symlink_is_an_error() {
+        let mut base = BaseView::default();
+        base.tree.apply(
+            &layer(&[
+                ("lib", Kind::Symlink("usr/lib".into())),
+                ("usr", Kind::Dir),
+                ("usr/lib", Kind::Dir),
+            ]),
+            false,
+        );
+        let new = layer(&[
+            ("lib", Kind::Dir),
+            ("lib/app", Kind::Dir),
+            ("usr/lib", Kind::Dir),
+        ]);
+        let report = check_image(base, &[new], &Value::Null, None);
+        let symlinks: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.check == "symlink")
+            .collect();
+        assert_eq!(symlinks.len(), 1, "{:#?}", report.findings);
+        assert_eq!(symlinks[0].file, "/lib");
+        assert_eq!(symlinks[0].severity, Severity::Error);
+    }
 }

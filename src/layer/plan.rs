@@ -1,7 +1,7 @@
 //! Turns a [`LayerSpec`] into the sorted list of entries its layer will hold, checking every input
 //! before anything is written.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;
 
@@ -77,7 +77,8 @@ impl LayerPlan {
             });
         };
         entries.retain(|e| !e.path.is_empty());
-        add_implied_dirs(&mut entries, &spec.dest_components(), spec.parents, owner);
+        let parents = spec.parents.then_some(&spec.base_dirs);
+        add_implied_dirs(&mut entries, &spec.dest_components(), parents, owner);
         Ok(LayerPlan {
             spec: spec.clone(),
             entries: finalize(entries),
@@ -135,9 +136,15 @@ fn display_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-/// Adds the parents of the destination (root-owned, 0755) when `parents` is set, and any folder
-/// inside the destination that the source implies but does not list (owned like the source).
-fn add_implied_dirs(entries: &mut Vec<Entry>, dest: &[String], parents: bool, owner: Owner) {
+/// Adds the parents of the destination when `parents` is given (with the mode and owner it
+/// lists by path, else root-owned 0755), and any folder inside the destination that the source
+/// implies but does not list (owned like the source).
+fn add_implied_dirs(
+    entries: &mut Vec<Entry>,
+    dest: &[String],
+    parents: Option<&BTreeMap<String, (u32, Owner)>>,
+    owner: Owner,
+) {
     let listed: HashSet<Vec<String>> = entries.iter().map(|e| e.path.clone()).collect();
     let mut wanted: HashSet<Vec<String>> = HashSet::new();
     for e in entries.iter() {
@@ -152,8 +159,12 @@ fn add_implied_dirs(entries: &mut Vec<Entry>, dest: &[String], parents: bool, ow
         let is_parent_of_dest =
             path.len() < dest.len() || (path.len() == dest.len() && path == dest);
         if is_parent_of_dest && dest.starts_with(&path) {
-            if parents {
-                entries.push(Entry::dir(path, IMPLIED_DIR_MODE, Owner::default()));
+            if let Some(known) = parents {
+                let (mode, owner) = known
+                    .get(&path.join("/"))
+                    .copied()
+                    .unwrap_or((IMPLIED_DIR_MODE, Owner::default()));
+                entries.push(Entry::dir(path, mode, owner));
             }
         } else {
             entries.push(Entry::dir(path, IMPLIED_DIR_MODE, owner));

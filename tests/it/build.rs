@@ -355,3 +355,120 @@ fn unprivileged_build_gives_the_same_digest_as_root() {
     let m = fs::metadata(outdir.join("layout/index.json")).unwrap();
     assert_eq!(m.uid(), 65534, "written by the unprivileged user");
 }
+
+/// Lists every entry of every layer of the image tagged `tag` in `layout` (Python's tarfile):
+/// `kind mode uid gid name`, one per line.
+fn layer_listing(layout: &Path, tag: &str) -> String {
+    let index = index_json(layout);
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let manifest = blob_json(layout, desc["digest"].as_str().unwrap());
+    let script = r#"
+import sys, tarfile
+for path in sys.argv[1:]:
+    with tarfile.open(path, "r:*") as t:
+        for m in t.getmembers():
+            kind = "d" if m.isdir() else "l" if m.issym() else "f"
+            print(kind, oct(m.mode), m.uid, m.gid, m.name)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script);
+    for l in manifest["layers"].as_array().unwrap() {
+        let hex = l["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap();
+        cmd.arg(layout.join("blobs/sha256").join(hex));
+    }
+    run(&mut cmd).ok()
+}
+
+#[test]
+fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
+    if !have_tool("python3") {
+        return;
+    }
+    let t = tempdir();
+    // A base with /tmp 1777, /lib -> usr/lib (merged /usr) and /home/app owned by 1000, 0750.
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    write_file(&root.join("usr/lib/marker"), b"m\n", 0o644);
+    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+    let home_app = t.path().join("home-app");
+    write_file(&home_app.join(".profile"), b"p\n", 0o644);
+    fs::set_permissions(&home_app, fs::Permissions::from_mode(0o750)).unwrap();
+    let base = t.path().join("base");
+    hoist_run(&[
+        "build",
+        "--no-check",
+        "--base",
+        "scratch",
+        "--layer",
+        &format!("{}:/", root.display()),
+        "--layer",
+        &format!("{}:/home/app,owner=1000:1000", home_app.display()),
+        "--output",
+        &format!("oci:{}:base", base.display()),
+    ])
+    .ok();
+    let src = t.path().join("src");
+    write_file(&src.join("f"), b"f\n", 0o644);
+    let out = t.path().join("out");
+    for (check, tag) in [("--no-check", "nocheck"), ("--check=warn", "warn")] {
+        hoist_run(&[
+            "build",
+            check,
+            "--base",
+            &format!("oci:{}:base", base.display()),
+            "--layer",
+            &format!("{}:/tmp/x", src.display()),
+            "--layer",
+            &format!("{}:/home/app/srv", src.display()),
+            "--output",
+            &format!("oci:{}:{tag}", out.display()),
+        ])
+        .ok();
+        let listing = layer_listing(&out, tag);
+        for line in [
+            "d 0o1777 0 0 tmp\n",
+            "d 0o755 0 0 tmp/x\n",
+            "d 0o755 0 0 home\n",
+            "d 0o750 1000 1000 home/app\n",
+            "d 0o755 0 0 home/app/srv\n",
+        ] {
+            assert!(listing.contains(line), "{check}: no {line:?} in\n{listing}");
+        }
+    }
+    // A destination through the base's /lib symlink would replace it with a folder.
+    let before = snapshot(&out);
+    let r = hoist_run(&[
+        "build",
+        "--no-check",
+        "--base",
+        &format!("oci:{}:base", base.display()),
+        "--layer",
+        &format!("{}:/lib/app", src.display()),
+        "--output",
+        &format!("oci:{}:lib", out.display()),
+    ]);
+    r.fails_with(1, &["/lib/app", "/lib as a symlink to usr/lib"]);
+    assert_eq!(snapshot(&out), before);
+    // The real path is fine.
+    hoist_run(&[
+        "build",
+        "--no-check",
+        "--base",
+        &format!("oci:{}:base", base.display()),
+        "--layer",
+        &format!("{}:/usr/lib/app", src.display()),
+        "--output",
+        &format!("oci:{}:usrlib", out.display()),
+    ])
+    .ok();
+}
