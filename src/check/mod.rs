@@ -91,7 +91,7 @@ pub fn check_image(
 ) -> Report {
     let mut findings = Vec::new();
     for l in new_layers {
-        findings.extend(replaced_symlinks(&base.tree, l));
+        findings.extend(replaced_folders(&base.tree, l));
         base.tree.apply(l, true);
     }
     let tree = &base.tree;
@@ -115,31 +115,51 @@ pub fn check_image(
     report
 }
 
-/// Folders a new layer writes where the image so far has a symlink: the folder replaces the
-/// link, and everything reached through it (a merged-`/usr` base's `/lib`, say) is hidden.
-fn replaced_symlinks(tree: &tree::Tree, layer: &LayerSummary) -> Vec<Finding> {
+/// Folders a new layer writes where the image so far has a symlink (an error: the folder
+/// replaces the link, and everything reached through it, such as a merged-`/usr` base's
+/// `/lib`, is hidden) or a folder with another mode or owner (a warning: the new entry wins, so
+/// `/tmp` written as 0755 stops being writable by every user).
+fn replaced_folders(tree: &tree::Tree, layer: &LayerSummary) -> Vec<Finding> {
+    let finding = |severity, path: &str, check, message, fix: &str| Finding {
+        severity,
+        file: format!("/{path}"),
+        check,
+        message,
+        fix: Some(fix.into()),
+        items: vec![],
+    };
     layer
         .changes
         .iter()
-        .filter_map(|c| match c {
-            summary::Change::Add(path, node) if node.kind == summary::Kind::Dir => {
-                match &tree.get(path)?.kind {
-                    summary::Kind::Symlink(target) => Some(Finding {
-                        severity: Severity::Error,
-                        file: format!("/{path}"),
-                        check: "symlink",
-                        message: format!(
-                            "a new layer writes this folder over the image's symlink to {target}, hiding everything reached through it"
+        .filter_map(|c| {
+            let summary::Change::Add(path, new) = c else {
+                return None;
+            };
+            let old = tree.get(path)?;
+            match (&new.kind, &old.kind) {
+                (summary::Kind::Dir, summary::Kind::Symlink(target)) => Some(finding(
+                    Severity::Error,
+                    path,
+                    "symlink",
+                    format!("a new layer writes this folder over the image's symlink to {target}, hiding everything reached through it"),
+                    "put the layer under the path the symlink points to (on a local base hoist refuses such a destination)",
+                )),
+                (summary::Kind::Dir, summary::Kind::Dir)
+                    if (new.mode, new.uid, new.gid) != (old.mode, old.uid, old.gid) =>
+                {
+                    Some(finding(
+                        Severity::Warning,
+                        path,
+                        "folder",
+                        format!(
+                            "a new layer changes this folder from {:o} {}:{} to {:o} {}:{}",
+                            old.mode, old.uid, old.gid, new.mode, new.uid, new.gid
                         ),
-                        fix: Some(
-                            "put the layer under the path the symlink points to (a local base makes hoist refuse such a destination)".into(),
-                        ),
-                        items: vec![],
-                    }),
-                    _ => None,
+                        "for a parent folder of a layer, build on a local copy of the base (`hoist pull` it to an OCI layout): hoist then copies the base's mode and owner; else give the folder its mode in the source, or use parents=false",
+                    ))
                 }
+                _ => None,
             }
-            _ => None,
         })
         .collect()
 }

@@ -25,7 +25,7 @@ pub struct Finding {
     /// The path in the image (absolute), or `config` for image settings.
     pub file: String,
     /// Short category: `glibc`, `libraries`, `loader`, `machine`, `entrypoint`, `user`,
-    /// `workdir`, `bundle-leak`, `browsers`, `symlink`.
+    /// `workdir`, `bundle-leak`, `browsers`, `symlink`, `folder`.
     pub check: &'static str,
     /// What is wrong.
     pub message: String,

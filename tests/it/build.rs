@@ -459,6 +459,23 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     ]);
     r.fails_with(1, &["/lib/app", "/lib as a symlink to usr/lib"]);
     assert_eq!(snapshot(&out), before);
+    // A source folder written as /tmp itself replaces the base's folder: the checks warn.
+    let r = hoist_run(&[
+        "build",
+        "--check=warn",
+        "--base",
+        &format!("oci:{}:base", base.display()),
+        "--layer",
+        &format!("{}:/tmp", src.display()),
+        "--output",
+        &format!("oci:{}:tmp", out.display()),
+    ]);
+    r.ok();
+    assert!(
+        r.stderr().contains("/tmp\n  warning[folder]: a new layer changes this folder from 1777 0:0 to 755 0:0"),
+        "{}",
+        r.stderr()
+    );
     // The real path is fine.
     hoist_run(&[
         "build",
