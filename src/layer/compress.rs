@@ -23,13 +23,34 @@ pub fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// A block to compress: its sequence number and bytes.
 type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
+/// A compressed block: its sequence number and a buffer whose first `n` bytes are the member.
+type Done = (u64, io::Result<(Vec<u8>, usize)>);
+
+/// Buffers handed back for reuse, so that blocks and members do not each allocate (and zero)
+/// fresh memory: input blocks from the workers to the writer side, member buffers from the
+/// in-order writer to the workers.
+#[derive(Clone)]
+struct Spares {
+    blocks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    members: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+}
+
+impl Spares {
+    fn new(keep: usize) -> Self {
+        Spares {
+            blocks: bounded(keep),
+            members: bounded(keep),
+        }
+    }
+}
 
 /// A writer that gzips in parallel into concatenated members and writes them, in order, to `W`.
 pub struct ParallelGzip<W: Write + Send + 'static> {
     block: Vec<u8>,
     seq: u64,
+    spares: Spares,
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<io::Result<W>>>,
@@ -47,16 +68,19 @@ impl<W: Write + Send + 'static> ParallelGzip<W> {
         let threads = threads.max(1);
         let (job_tx, job_rx) = bounded::<Job>(threads * 2);
         let (done_tx, done_rx) = bounded::<Done>(threads * 2);
+        let spares = Spares::new(threads * 2 + 2);
         let workers = (0..threads)
             .map(|_| {
-                let (rx, tx) = (job_rx.clone(), done_tx.clone());
-                std::thread::spawn(move || compress_blocks(lvl, rx, tx))
+                let (rx, tx, sp) = (job_rx.clone(), done_tx.clone(), spares.clone());
+                std::thread::spawn(move || compress_blocks(lvl, rx, tx, sp))
             })
             .collect();
-        let writer = std::thread::spawn(move || write_in_order(out, done_rx));
+        let sp = spares.clone();
+        let writer = std::thread::spawn(move || write_in_order(out, done_rx, sp));
         Ok(ParallelGzip {
             block: Vec::with_capacity(BLOCK_SIZE),
             seq: 0,
+            spares,
             jobs: Some(job_tx),
             workers,
             writer: Some(writer),
@@ -64,7 +88,14 @@ impl<W: Write + Send + 'static> ParallelGzip<W> {
     }
 
     fn dispatch(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_SIZE));
+        let next = match self.spares.blocks.1.try_recv() {
+            Ok(mut spare) => {
+                spare.clear();
+                spare
+            }
+            Err(_) => Vec::with_capacity(BLOCK_SIZE),
+        };
+        let block = std::mem::replace(&mut self.block, next);
         let sent = self
             .jobs
             .as_ref()
@@ -127,14 +158,22 @@ impl<W: Write + Send + 'static> Drop for ParallelGzip<W> {
     }
 }
 
-fn compress_blocks(level: libdeflater::CompressionLvl, jobs: Receiver<Job>, done: Sender<Done>) {
+fn compress_blocks(
+    level: libdeflater::CompressionLvl,
+    jobs: Receiver<Job>,
+    done: Sender<Done>,
+    spares: Spares,
+) {
     let mut c = libdeflater::Compressor::new(level);
     for (seq, block) in jobs {
-        let mut out = vec![0u8; c.gzip_compress_bound(block.len())];
-        let result = c.gzip_compress(&block, &mut out).map(|n| {
-            out.truncate(n);
-            out
-        });
+        let mut out = spares.members.1.try_recv().unwrap_or_default();
+        // A reused buffer keeps its length: only growth is zeroed.
+        let bound = c.gzip_compress_bound(block.len());
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        let result = c.gzip_compress(&block, &mut out).map(|n| (out, n));
+        let _ = spares.blocks.0.try_send(block);
         if done
             .send((
                 seq,
@@ -147,13 +186,14 @@ fn compress_blocks(level: libdeflater::CompressionLvl, jobs: Receiver<Job>, done
     }
 }
 
-fn write_in_order<W: Write>(mut out: W, done: Receiver<Done>) -> io::Result<W> {
+fn write_in_order<W: Write>(mut out: W, done: Receiver<Done>, spares: Spares) -> io::Result<W> {
     let mut next = 0u64;
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (Vec<u8>, usize)> = BTreeMap::new();
     for (seq, result) in done {
         pending.insert(seq, result?);
-        while let Some(member) = pending.remove(&next) {
-            out.write_all(&member)?;
+        while let Some((member, n)) = pending.remove(&next) {
+            out.write_all(&member[..n])?;
+            let _ = spares.members.0.try_send(member);
             next += 1;
         }
     }

@@ -472,7 +472,9 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     ]);
     r.ok();
     assert!(
-        r.stderr().contains("/tmp\n  warning[folder]: a new layer changes this folder from 1777 0:0 to 755 0:0"),
+        r.stderr().contains(
+            "/tmp\n  warning[folder]: a new layer changes this folder from 1777 0:0 to 755 0:0"
+        ),
         "{}",
         r.stderr()
     );
