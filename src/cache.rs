@@ -173,20 +173,19 @@ impl LayerCache {
         blob: &LayerBlob,
     ) -> Result<()> {
         let dest = self.blob_path(&blob.digest);
-        if fs::metadata(&dest).map(|m| m.len()).ok() != Some(blob.size) {
-            if fs::hard_link(&blob.path, &dest).is_err() {
-                let dir = self.blob_dir();
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".tmp-")
-                    .tempfile_in(&dir)
-                    .at("creating a temp file in", &dir)?;
-                std::io::copy(
-                    &mut File::open(&blob.path).at("opening", &blob.path)?,
-                    tmp.as_file_mut(),
-                )
-                .at("copying into", &dir)?;
-                persist(tmp, &dest)?;
-            }
+        let present = fs::metadata(&dest).map(|m| m.len()).ok() == Some(blob.size);
+        if !present && fs::hard_link(&blob.path, &dest).is_err() {
+            let dir = self.blob_dir();
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(&dir)
+                .at("creating a temp file in", &dir)?;
+            std::io::copy(
+                &mut File::open(&blob.path).at("opening", &blob.path)?,
+                tmp.as_file_mut(),
+            )
+            .at("copying into", &dir)?;
+            persist(tmp, &dest)?;
         }
         let record = CachedLayer {
             digest: blob.digest,

@@ -102,9 +102,12 @@ impl fmt::Display for ImageRef {
 mod tests {
     use super::*;
 
+    /// Input, and the directory and tag it parses to (`None`: refused).
+    type Case<'a> = (&'a str, Option<(&'a str, Option<&'a str>)>);
+
     #[test]
     fn parse_table() {
-        let cases: &[(&str, Option<(&str, Option<&str>)>)] = &[
+        let cases: &[Case] = &[
             ("oci:out/runtime:dev", Some(("out/runtime", Some("dev")))),
             ("oci:out/runtime", Some(("out/runtime", None))),
             ("oci:/abs/dir:1.2.3", Some(("/abs/dir", Some("1.2.3")))),

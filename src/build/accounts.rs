@@ -127,7 +127,7 @@ impl MkDir {
         for opt in parts {
             match opt.split_once('=') {
                 Some(("owner", v)) => {
-                    d.owner = Some(Owner::parse(v).map_err(|_| bad("owner must be UID:GID"))?)
+                    d.owner = Some(Owner::parse(v).ok_or_else(|| bad("owner must be UID:GID"))?)
                 }
                 Some(("mode", v)) => d.mode = Some(v.to_string()),
                 _ => return Err(bad("options are owner=UID:GID and mode=OCTAL")),

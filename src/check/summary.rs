@@ -78,6 +78,8 @@ impl Node {
 }
 
 /// One change a layer makes to the file system below it.
+// Nearly every change is an `Add`: boxing its node would only add an allocation per entry.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {

@@ -150,7 +150,6 @@ impl BuildArgs {
             } else {
                 self.check.clone()
             },
-            ..Default::default()
         };
         for e in &self.env {
             s.push_env(e)?;

@@ -16,11 +16,11 @@ pub struct Owner {
 
 impl Owner {
     /// Parses `UID:GID` (or a lone `UID`, which uses the same number for the group).
-    pub fn parse(s: &str) -> Result<Self, ()> {
+    pub fn parse(s: &str) -> Option<Self> {
         let (u, g) = s.split_once(':').unwrap_or((s, s));
-        Ok(Owner {
-            uid: u.parse().map_err(|_| ())?,
-            gid: g.parse().map_err(|_| ())?,
+        Some(Owner {
+            uid: u.parse().ok()?,
+            gid: g.parse().ok()?,
         })
     }
 }
@@ -29,7 +29,7 @@ impl<'de> Deserialize<'de> for Owner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Owner::parse(&s)
-            .map_err(|_| serde::de::Error::custom(format!("owner {s:?}: expected UID:GID")))
+            .ok_or_else(|| serde::de::Error::custom(format!("owner {s:?}: expected UID:GID")))
     }
 }
 
@@ -190,12 +190,12 @@ mod tests {
     fn owner_parse() {
         assert_eq!(
             Owner::parse("1000:1001"),
-            Ok(Owner {
+            Some(Owner {
                 uid: 1000,
                 gid: 1001
             })
         );
-        assert_eq!(Owner::parse("7"), Ok(Owner { uid: 7, gid: 7 }));
-        assert!(Owner::parse("a:b").is_err());
+        assert_eq!(Owner::parse("7"), Some(Owner { uid: 7, gid: 7 }));
+        assert!(Owner::parse("a:b").is_none());
     }
 }

@@ -77,7 +77,7 @@ impl LayerSpec {
             })?;
             match k {
                 "owner" => {
-                    spec.owner = Some(Owner::parse(v).map_err(|_| {
+                    spec.owner = Some(Owner::parse(v).ok_or_else(|| {
                         bad("owner must be UID:GID with numeric ids, e.g. owner=1000:1000")
                     })?)
                 }
