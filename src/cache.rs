@@ -257,16 +257,16 @@ pub fn source_identity(spec: &LayerSpec, opts: &WriteOptions) -> Digest {
             spec.strip,
             spec.parents,
             spec.extract,
-            base_dirs_text(spec)
+            parent_dirs_text(spec)
         )
         .as_bytes(),
     )
 }
 
-/// The parent folders' modes and owners taken from the base, as key material (empty when
-/// there are none, so keys made without them stay valid).
-fn base_dirs_text(spec: &LayerSpec) -> String {
-    spec.base_dirs
+/// The parent folders' modes and owners taken from the image below the layer, as key material
+/// (empty when there are none, so keys made without them stay valid).
+fn parent_dirs_text(spec: &LayerSpec) -> String {
+    spec.parent_dirs
         .iter()
         .map(|(path, (mode, o))| format!("\n{path}:{mode:o}:{}:{}", o.uid, o.gid))
         .collect()
@@ -293,7 +293,7 @@ pub fn layer_key(spec: &LayerSpec, opts: &WriteOptions) -> Result<Option<Digest>
             spec.strip,
             spec.parents,
             spec.extract,
-            base_dirs_text(spec)
+            parent_dirs_text(spec)
         )
         .as_bytes(),
     );

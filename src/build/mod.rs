@@ -229,10 +229,11 @@ fn prepare(
         None
     };
     let mut pending = Vec::with_capacity(spec.layers.len() + 1);
-    for layer in &spec.layers {
+    for (i, layer) in spec.layers.iter().enumerate() {
         let mut layer = layer.clone();
-        if let (true, true, Some(view)) = (local_parents, layer.parents, &base) {
-            layer.base_dirs = parents::base_dirs(&view.tree, &layer)?;
+        if layer.parents {
+            let tree = base.as_ref().filter(|_| local_parents).map(|v| &v.tree);
+            layer.parent_dirs = parents::parent_dirs(tree, &spec.layers[..i], &layer)?;
         }
         pending.push(plan_or_reuse(&layer, &opts, cache.as_ref(), progress)?);
     }

@@ -77,7 +77,7 @@ impl LayerPlan {
             });
         };
         entries.retain(|e| !e.path.is_empty());
-        let parents = spec.parents.then_some(&spec.base_dirs);
+        let parents = spec.parents.then_some(&spec.parent_dirs);
         add_implied_dirs(&mut entries, &spec.dest_components(), parents, owner);
         Ok(LayerPlan {
             spec: spec.clone(),

@@ -28,11 +28,11 @@ pub struct LayerSpec {
     /// Unpack tarballs under `dest` (default true); false copies the tarball as one file.
     #[serde(default = "yes")]
     pub extract: bool,
-    /// Mode and owner the base image gives parent folders of `dest` (by path, `a/b`), copied
-    /// into their entries; filled by the build when the base is known for certain (a local
-    /// layout). Parents not listed are written 0755, owned by root.
+    /// Mode and owner the image below the layer gives parent folders of `dest` (by path, `a/b`),
+    /// copied into their entries: filled by the build from a local base and from the earlier
+    /// layers. Parents not listed are written 0755, owned by root.
     #[serde(skip)]
-    pub base_dirs: BTreeMap<String, (u32, Owner)>,
+    pub parent_dirs: BTreeMap<String, (u32, Owner)>,
 }
 
 fn yes() -> bool {
@@ -49,7 +49,7 @@ impl LayerSpec {
             strip: 0,
             parents: true,
             extract: true,
-            base_dirs: BTreeMap::new(),
+            parent_dirs: BTreeMap::new(),
         }
     }
 

@@ -478,6 +478,26 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
         "{}",
         r.stderr()
     );
+    // On any base, a folder an earlier layer writes keeps its mode and owner in a later one.
+    hoist_run(&[
+        "build",
+        "--no-check",
+        "--base",
+        "scratch",
+        "--layer",
+        &format!("{}:/srv/app,owner=1000:1000", home_app.display()),
+        "--layer",
+        &format!("{}:/srv/app/data", src.display()),
+        "--output",
+        &format!("oci:{}:nested", out.display()),
+    ])
+    .ok();
+    let listing = layer_listing(&out, "nested");
+    assert_eq!(
+        listing.matches("d 0o750 1000 1000 srv/app\n").count(),
+        2,
+        "both layers write /srv/app as the first does:\n{listing}"
+    );
     // The real path is fine.
     hoist_run(&[
         "build",
