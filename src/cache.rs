@@ -245,31 +245,31 @@ impl LayerCache {
 /// What a layer is, apart from its sources' content: destination, options and compression.
 /// Layers built before with the same identity make a content lookup worth its hashing pass.
 pub fn source_identity(spec: &LayerSpec, opts: &WriteOptions) -> Digest {
-    let owner = spec.owner.unwrap_or_default();
     Digest::of(
         format!(
-            "{LAYER_FORMAT}\n{}\n{}\n{}\n{}:{}:{}:{}:{}{}",
+            "{LAYER_FORMAT}\n{}\n{}\n{}\n{}",
             opts.compression,
             opts.mtime,
             spec.dest,
-            owner.uid,
-            owner.gid,
-            spec.strip,
-            spec.parents,
-            spec.extract,
-            parent_dirs_text(spec)
+            options_text(spec)
         )
         .as_bytes(),
     )
 }
 
-/// The parent folders' modes and owners taken from the image below the layer, as key material
-/// (empty when there are none, so keys made without them stay valid).
-fn parent_dirs_text(spec: &LayerSpec) -> String {
-    spec.parent_dirs
-        .iter()
-        .map(|(path, (mode, o))| format!("\n{path}:{mode:o}:{}:{}", o.uid, o.gid))
-        .collect()
+/// `spec`'s options as key material: owner, strip, parents, extract, then the parent folders'
+/// modes and owners taken from the image below the layer (nothing when there are none, so keys
+/// made before they were taken stay valid).
+fn options_text(spec: &LayerSpec) -> String {
+    let owner = spec.owner.unwrap_or_default();
+    let mut text = format!(
+        "{}:{}:{}:{}:{}",
+        owner.uid, owner.gid, spec.strip, spec.parents, spec.extract
+    );
+    for (path, (mode, o)) in &spec.parent_dirs {
+        text.push_str(&format!("\n{path}:{mode:o}:{}:{}", o.uid, o.gid));
+    }
+    text
 }
 
 /// The cache key of the layer `spec` would produce with `opts`, or `None` when a source was
@@ -284,19 +284,7 @@ pub fn layer_key(spec: &LayerSpec, opts: &WriteOptions) -> Result<Option<Digest>
     field(opts.compression.to_string().as_bytes());
     field(&opts.mtime.to_le_bytes());
     field(spec.dest.as_bytes());
-    let owner = spec.owner.unwrap_or_default();
-    field(
-        format!(
-            "{}:{}:{}:{}:{}{}",
-            owner.uid,
-            owner.gid,
-            spec.strip,
-            spec.parents,
-            spec.extract,
-            parent_dirs_text(spec)
-        )
-        .as_bytes(),
-    );
+    field(options_text(spec).as_bytes());
     let newest_allowed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -334,6 +322,7 @@ pub fn layer_key(spec: &LayerSpec, opts: &WriteOptions) -> Result<Option<Digest>
         Ok(())
     };
     if meta.is_dir() {
+        let owner = spec.owner.unwrap_or_default();
         let entries = finalize(tree::walk_dir(&spec.src, &spec.dest_components(), owner)?);
         stamp(&spec.src, &mut field)?;
         for e in &entries {

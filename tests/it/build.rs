@@ -377,12 +377,7 @@ for path in sys.argv[1:]:
 "#;
     let mut cmd = Command::new("python3");
     cmd.arg("-c").arg(script);
-    for l in manifest["layers"].as_array().unwrap() {
-        let hex = l["digest"]
-            .as_str()
-            .unwrap()
-            .strip_prefix("sha256:")
-            .unwrap();
+    for hex in layer_hexes(&manifest) {
         cmd.arg(layout.join("blobs/sha256").join(hex));
     }
     run(&mut cmd).ok()
@@ -394,6 +389,16 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
         return;
     }
     let t = tempdir();
+    let out = t.path().join("out");
+    // `hoist build CHECK --base BASE --layer L… --output oci:out:TAG`.
+    let build = |check: &str, base: &str, layers: &[String], tag: &str| {
+        let mut c = hoist();
+        c.args(["build", check, "--base", base]);
+        for l in layers {
+            c.args(["--layer", l]);
+        }
+        run(c.args(["--output", &format!("oci:{}:{tag}", out.display())]))
+    };
     // A base with /tmp 1777, /lib -> usr/lib (merged /usr) and /home/app owned by 1000, 0750.
     let root = t.path().join("root");
     fs::create_dir_all(root.join("tmp")).unwrap();
@@ -403,37 +408,18 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     let home_app = t.path().join("home-app");
     write_file(&home_app.join(".profile"), b"p\n", 0o644);
     fs::set_permissions(&home_app, fs::Permissions::from_mode(0o750)).unwrap();
-    let base = t.path().join("base");
-    hoist_run(&[
-        "build",
-        "--no-check",
-        "--base",
-        "scratch",
-        "--layer",
-        &format!("{}:/", root.display()),
-        "--layer",
-        &format!("{}:/home/app,owner=1000:1000", home_app.display()),
-        "--output",
-        &format!("oci:{}:base", base.display()),
-    ])
-    .ok();
+    let layer = |src: &Path, dest: &str| format!("{}:{dest}", src.display());
+    let base_layers = [
+        layer(&root, "/"),
+        layer(&home_app, "/home/app,owner=1000:1000"),
+    ];
+    build("--no-check", "scratch", &base_layers, "base").ok();
+    let base = format!("oci:{}:base", out.display());
     let src = t.path().join("src");
     write_file(&src.join("f"), b"f\n", 0o644);
-    let out = t.path().join("out");
     for (check, tag) in [("--no-check", "nocheck"), ("--check=warn", "warn")] {
-        hoist_run(&[
-            "build",
-            check,
-            "--base",
-            &format!("oci:{}:base", base.display()),
-            "--layer",
-            &format!("{}:/tmp/x", src.display()),
-            "--layer",
-            &format!("{}:/home/app/srv", src.display()),
-            "--output",
-            &format!("oci:{}:{tag}", out.display()),
-        ])
-        .ok();
+        let layers = [layer(&src, "/tmp/x"), layer(&src, "/home/app/srv")];
+        build(check, &base, &layers, tag).ok();
         let listing = layer_listing(&out, tag);
         for line in [
             "d 0o1777 0 0 tmp\n",
@@ -447,29 +433,11 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     }
     // A destination through the base's /lib symlink would replace it with a folder.
     let before = snapshot(&out);
-    let r = hoist_run(&[
-        "build",
-        "--no-check",
-        "--base",
-        &format!("oci:{}:base", base.display()),
-        "--layer",
-        &format!("{}:/lib/app", src.display()),
-        "--output",
-        &format!("oci:{}:lib", out.display()),
-    ]);
+    let r = build("--no-check", &base, &[layer(&src, "/lib/app")], "lib");
     r.fails_with(1, &["/lib/app", "/lib as a symlink to usr/lib"]);
     assert_eq!(snapshot(&out), before);
     // A source folder written as /tmp itself replaces the base's folder: the checks warn.
-    let r = hoist_run(&[
-        "build",
-        "--check=warn",
-        "--base",
-        &format!("oci:{}:base", base.display()),
-        "--layer",
-        &format!("{}:/tmp", src.display()),
-        "--output",
-        &format!("oci:{}:tmp", out.display()),
-    ]);
+    let r = build("--check=warn", &base, &[layer(&src, "/tmp")], "tmp");
     r.ok();
     assert!(
         r.stderr().contains(
@@ -479,19 +447,11 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
         r.stderr()
     );
     // On any base, a folder an earlier layer writes keeps its mode and owner in a later one.
-    hoist_run(&[
-        "build",
-        "--no-check",
-        "--base",
-        "scratch",
-        "--layer",
-        &format!("{}:/srv/app,owner=1000:1000", home_app.display()),
-        "--layer",
-        &format!("{}:/srv/app/data", src.display()),
-        "--output",
-        &format!("oci:{}:nested", out.display()),
-    ])
-    .ok();
+    let nested = [
+        layer(&home_app, "/srv/app,owner=1000:1000"),
+        layer(&src, "/srv/app/data"),
+    ];
+    build("--no-check", "scratch", &nested, "nested").ok();
     let listing = layer_listing(&out, "nested");
     assert_eq!(
         listing.matches("d 0o750 1000 1000 srv/app\n").count(),
@@ -499,15 +459,11 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
         "both layers write /srv/app as the first does:\n{listing}"
     );
     // The real path is fine.
-    hoist_run(&[
-        "build",
+    build(
         "--no-check",
-        "--base",
-        &format!("oci:{}:base", base.display()),
-        "--layer",
-        &format!("{}:/usr/lib/app", src.display()),
-        "--output",
-        &format!("oci:{}:usrlib", out.display()),
-    ])
+        &base,
+        &[layer(&src, "/usr/lib/app")],
+        "usrlib",
+    )
     .ok();
 }

@@ -264,13 +264,8 @@ fn a_second_check_reads_no_base_blob_and_no_check_reads_it_only_for_parents() {
         let idx = index_json(&base);
         blob_json(&base, idx["manifests"][0]["digest"].as_str().unwrap())
     };
-    for l in manifest["layers"].as_array().unwrap() {
-        let hex = l["digest"]
-            .as_str()
-            .unwrap()
-            .strip_prefix("sha256:")
-            .unwrap();
-        fs::rename(blobs.join(hex), t.path().join(hex)).unwrap();
+    for hex in layer_hexes(&manifest) {
+        fs::rename(blobs.join(&hex), t.path().join(&hex)).unwrap();
     }
     let (second, warm) = check(&[]);
     let report: serde_json::Value = serde_json::from_str(&second.ok()).unwrap();

@@ -303,6 +303,23 @@ pub fn blob_json(layout: &Path, digest: &str) -> serde_json::Value {
     serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
 }
 
+/// The digests (hex) of the layers of `manifest`, in order.
+pub fn layer_hexes(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["digest"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// The digest printed by a build (`REF@sha256:…`).
 pub fn printed_digest(stdout: &str) -> String {
     stdout
