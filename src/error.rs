@@ -265,6 +265,16 @@ pub enum Error {
         /// The whole report.
         report: Box<crate::check::Report>,
     },
+    /// A layer source changed while the build read it twice.
+    #[error(
+        "layer source {src} changed during the build: {detail}; nothing was tagged, build again"
+    )]
+    SourceChanged {
+        /// The source.
+        src: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// A layer destination goes through a path the base image has as a symlink or a file.
     #[error("layer destination {dest}: the base image has {parent} as {found}, which a folder written there would replace (and a symlink's target would be hidden): use a destination that does not go through it")]
     DestinationThroughNonFolder {

@@ -7,8 +7,8 @@ pub mod accounts;
 pub mod file;
 pub mod inputs;
 pub mod parents;
+mod upload;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cache::{layer_key, source_identity, CachedLayer, LayerCache};
@@ -18,7 +18,7 @@ use crate::digest::Digest;
 use crate::error::{describe, Error, Result};
 use crate::image::{Image, Layer, LayerSource};
 use crate::layer::plan::created_by;
-use crate::layer::write::{diff_id, stream_layer, write_layer, write_layer_followed};
+use crate::layer::write::diff_id;
 use crate::layer::{Compression, LayerBlob, LayerPlan, LayerSpec, WriteOptions};
 use crate::layout::Layout;
 use crate::manifest::{canonical_json, Descriptor, Platform};
@@ -27,10 +27,10 @@ use crate::reference::{ImageRef, LayoutRef};
 use crate::registry::pull::{fetch_blob, get_manifest};
 use crate::registry::push::{write_manifest, ManifestUpload};
 use crate::registry::source::image_from_registry;
-use crate::registry::stream::{self, StreamingUpload};
 use crate::registry::write::BlobSource;
-use crate::registry::{for_each_parallel, Client, RegistryRef, RemoteBlob};
+use crate::registry::{for_each_parallel, Client, RegistryRef};
 use accounts::{MkDir, UserAdd};
+use upload::{finish_piped, finish_streams, stream_only, write_and_stream, PipedUpload};
 
 /// A fully resolved build.
 #[derive(Clone, Debug, PartialEq)]
@@ -363,6 +363,8 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
         }
     }
     let mut prepared = prepare(spec, spec.check, true, client, progress)?;
+    // The diff_ids the inputs tag was computed from: each new layer must come out with its own.
+    let mut tagged_ids = Vec::new();
     let inputs_tag = if spec.tag_from_inputs {
         let mut layers = Vec::with_capacity(prepared.pending.len());
         for p in &prepared.pending {
@@ -371,6 +373,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                 Pending::Build { plan, .. } => diff_id(plan, spec.epoch)?,
             };
             layers.push((id, p.created_by()));
+            tagged_ids.push(id);
         }
         let t = inputs::inputs_tag(
             &prepared.image,
@@ -427,7 +430,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     // Uploads streamed while their layers were written; they finish after the last layer.
     let mut streams = Vec::new();
     let mut piped = Vec::new();
-    for (p, summary) in pending.into_iter().zip(summaries) {
+    for (i, (p, summary)) in pending.into_iter().zip(summaries).enumerate() {
         let history = p.created_by();
         let (blob, source) = match p {
             Pending::Cached {
@@ -475,6 +478,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     plan.content_size()
                 ));
                 let dest = spec.push.first();
+                let src = plan.spec.src.clone();
                 // With nothing local to fill (no --output, no cache), a pushed layer is kept
                 // nowhere but in the registry.
                 let (blob, source) = match (dest, &spec.output, &cache) {
@@ -503,6 +507,7 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
                     "  {} ({} bytes compressed)",
                     blob.digest, blob.size
                 ));
+                same_as_tagged(&src, tagged_ids.get(i), &blob.diff_id)?;
                 if let Some(cache) = &cache {
                     if let Err(e) = cache.store(key.as_ref(), &identity, &opts, &blob) {
                         progress(&format!(
@@ -581,158 +586,17 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     })
 }
 
-/// Writes a new layer; with a push destination, also starts streaming it there as it is
-/// written (see [`stream`]). The upload may still be running when this returns:
-/// [`finish_streams`] waits for it.
-fn write_and_stream(
-    plan: &LayerPlan,
-    opts: WriteOptions,
-    out: &Layout,
-    dest: Option<&RegistryRef>,
-    client: &Client,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(LayerBlob, Option<StreamingUpload>)> {
-    let Some(dest) = dest else {
-        return Ok((write_layer(plan, opts, &out.blob_dir())?, None));
-    };
-    match stream::start(client, &dest.repository) {
-        Ok((upload, follower)) => {
-            let blob = write_layer_followed(plan, opts, &out.blob_dir(), Some(Box::new(follower)))?;
-            Ok((blob, Some(upload)))
-        }
-        Err(e) => {
-            progress(&format!(
-                "  cannot stream to {}: {}; it is pushed after the build",
-                dest.repository,
-                describe(&e)
-            ));
-            Ok((write_layer(plan, opts, &out.blob_dir())?, None))
-        }
-    }
-}
-
-/// An upload of a layer kept nowhere locally, to be committed after the last layer.
-struct PipedUpload {
-    upload: StreamingUpload,
-    plan: Box<LayerPlan>,
-    /// The layer's index in the image.
-    index: usize,
-    digest: Digest,
-}
-
-/// Compresses a new layer straight into an upload to `dest`, writing nothing locally; the
-/// layer's source is then the registry, and the upload is returned to be committed by
-/// [`finish_piped`]. If the upload stops while the layer is compressed, the layer is built
-/// again into `out` (the bytes are the same) and pushed from there after the build.
-fn stream_only(
-    plan: &LayerPlan,
-    opts: WriteOptions,
-    out: &Layout,
-    dest: &RegistryRef,
-    client: &Client,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(LayerBlob, LayerSource, Option<StreamingUpload>)> {
-    let streamed = stream::start_piped(client, &dest.repository).and_then(|(upload, pipe)| {
-        let written = stream_layer(plan, opts, pipe).and_then(|(pipe, diff_id, digest, size)| {
-            pipe.end()
-                .map_err(|e| Error::io("streaming the layer of", &plan.spec.src, e))?;
-            Ok((diff_id, digest, size))
-        });
-        match written {
-            Ok(done) => Ok((done, upload)),
-            // A broken pipe says less than the upload's own reason for stopping.
-            Err(e) => Err(upload.failure().unwrap_or(e)),
-        }
-    });
-    match streamed {
-        Ok(((diff_id, digest, size), upload)) => {
-            let blob = LayerBlob {
-                digest,
-                diff_id,
-                size,
-                media_type: opts.compression.media_type(),
-                // Kept nowhere locally: the source below is the registry.
-                path: PathBuf::new(),
-            };
-            let source = LayerSource::Remote(RemoteBlob {
-                client: client.clone(),
-                repository: dest.repository.clone(),
-            });
-            Ok((blob, source, Some(upload)))
-        }
-        Err(e) => {
-            progress(&format!(
-                "  streaming to {} failed ({}); the layer is built again and pushed from disk",
-                dest.repository,
-                describe(&e)
-            ));
-            let blob = write_layer(plan, opts, &out.blob_dir())?;
-            let source = LayerSource::File(blob.path.clone());
-            Ok((blob, source, None))
-        }
-    }
-}
-
-/// Commits the uploads of layers kept nowhere locally. One that fails is built again into
-/// `out` and becomes a file source for the push that follows; its bytes must be the same.
-fn finish_piped(
-    piped: Vec<PipedUpload>,
-    image: &mut Image,
-    out: &Layout,
-    opts: WriteOptions,
-    dest: &RegistryRef,
-    progress: &mut dyn FnMut(&str),
-) -> Result<()> {
-    for p in piped {
-        let Err(e) = p.upload.finish(&p.digest) else {
-            progress(&format!(
-                "  {} streamed to {} while compressing (not kept locally)",
-                p.digest, dest.repository
-            ));
-            continue;
-        };
-        progress(&format!(
-            "  streaming {} to {} failed ({}); the layer is built again and pushed from disk",
-            p.digest,
-            dest.repository,
-            describe(&e)
-        ));
-        let blob = write_layer(&p.plan, opts, &out.blob_dir())?;
-        if blob.digest != p.digest {
-            return Err(Error::BadArchive {
-                archive: p.plan.spec.src.clone(),
-                message: format!(
-                    "changed during the build: built again it is {}, not {}",
-                    blob.digest, p.digest
-                ),
-            });
-        }
-        if let Some(layer) = image.layers.get_mut(p.index) {
-            layer.source = LayerSource::File(blob.path);
-        }
-    }
-    Ok(())
-}
-
-/// Waits for the streamed uploads and commits them. A failure only costs the overlap: the push
-/// that follows uploads the blob from disk (it starts with a `HEAD`, which finds the others).
-fn finish_streams(
-    streams: Vec<(StreamingUpload, Digest)>,
-    dest: &RegistryRef,
-    progress: &mut dyn FnMut(&str),
-) {
-    for (upload, digest) in streams {
-        match upload.finish(&digest) {
-            Ok(()) => progress(&format!(
-                "  {digest} streamed to {} while compressing",
-                dest.repository
-            )),
-            Err(e) => progress(&format!(
-                "  streaming {digest} to {} failed ({}); it is pushed from disk",
-                dest.repository,
-                describe(&e)
-            )),
-        }
+/// Fails when a layer's tar stream, hashed again as the layer was built, is not the one
+/// (`tagged`) its inputs tag was computed from: the tag would name other content.
+fn same_as_tagged(src: &std::path::Path, tagged: Option<&Digest>, built: &Digest) -> Result<()> {
+    match tagged {
+        Some(t) if t != built => Err(Error::SourceChanged {
+            src: src.to_path_buf(),
+            detail: format!(
+                "the inputs tag was computed from diff_id {t}, the layer built has {built}"
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -770,4 +634,23 @@ fn copy_base_blobs(
     for_each_parallel(client.options().jobs, &remote, |(d, r)| {
         fetch_blob(&r.client, &r.repository, d, out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_must_match_the_diff_id_its_inputs_tag_used() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let src = std::path::Path::new("/src/app");
+        assert!(same_as_tagged(src, None, &a).is_ok());
+        assert!(same_as_tagged(src, Some(&a), &a).is_ok());
+        let e = same_as_tagged(src, Some(&a), &b).unwrap_err();
+        assert!(matches!(e, Error::SourceChanged { .. }));
+        assert!(
+            e.to_string().contains("/src/app changed during the build"),
+            "{e}"
+        );
+    }
 }

@@ -148,7 +148,7 @@ impl<R: Read> Read for Tee<R> {
 
 /// Lists and checks every entry of a tarball, re-rooted under `dest` after dropping `strip`
 /// leading components, in archive order. A compressed tarball is decompressed once, here, into
-/// a temporary file (see [`ArchivePlan::spool`]); nothing else is written.
+/// a temporary file (see [`ArchivePlan::tar_path`]); nothing else is written.
 pub fn scan(
     path: &Path,
     codec: Codec,
