@@ -166,10 +166,10 @@ impl Layout {
             return Ok(());
         }
         let dest = self.blob_path(digest);
-        let mut reader = HashingReader::new(BufReader::with_capacity(
+        let mut reader = HashingReader::new(crate::interrupt::Stoppable(BufReader::with_capacity(
             1 << 20,
             File::open(src).at("opening", src)?,
-        ));
+        )));
         let dir = self.blob_dir();
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-blob-")

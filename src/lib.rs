@@ -16,6 +16,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod image;
+pub mod interrupt;
 pub mod layout;
 pub mod reference;
 pub mod registry;

@@ -57,11 +57,12 @@ pub fn layer_summary(
     let summary = match &layer.source {
         LayerSource::File(path) => {
             let f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
-            read_layer(f, &location, new)?
+            read_layer(crate::interrupt::Stoppable(f), &location, new)?
         }
         LayerSource::Remote(r) => {
             // Streamed from the registry, never written to disk; verified as it is read.
             let resp = open_blob(&r.client, &r.repository, &layer.descriptor)?;
+            let resp = crate::interrupt::Stoppable(resp);
             let mut verified = VerifyingReader::new(resp, &layer.descriptor, location.clone());
             let s = read_layer(&mut verified, &location, new)?;
             std::io::copy(&mut verified, &mut std::io::sink()).map_err(|e| Error::BadArchive {

@@ -67,3 +67,27 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// Turns the first SIGINT or SIGTERM into a stop request: the work unwinds at its next read and
+/// removes its temporary files (see [`hoist::interrupt`]). A second signal ends the process at
+/// once.
+pub fn stop_on_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        if hoist::interrupt::requested().is_some() {
+            // SAFETY: signal and raise are async-signal-safe; the default action ends us.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        } else {
+            hoist::interrupt::request(sig);
+        }
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, or restores the default and re-raises.
+        unsafe {
+            libc::signal(sig, handler);
+        }
+    }
+}

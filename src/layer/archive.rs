@@ -135,6 +135,7 @@ struct Tee<R> {
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
         let n = self.inner.read(buf)?;
         if let Err(e) = io::Write::write_all(&mut self.spool, &buf[..n]) {
             self.failed = Some(e);

@@ -334,6 +334,7 @@ struct ExactReader<R> {
 
 impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        crate::interrupt::check()?;
         if self.remaining == 0 {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {

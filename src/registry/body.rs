@@ -181,6 +181,7 @@ impl FileBody {
     /// The next frame: up to [`FRAME`] bytes of the file from `sent` (a page-cache read of
     /// bytes the writer has just written).
     fn read_frame(&mut self) -> io::Result<Bytes> {
+        crate::interrupt::check()?;
         let file = self
             .file
             .as_ref()

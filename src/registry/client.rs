@@ -528,6 +528,7 @@ pub(crate) struct Counting<R> {
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        crate::interrupt::check()?;
         let n = self.inner.read(buf)?;
         self.done += n as u64;
         if let Some(s) = &self.sink {

@@ -467,3 +467,118 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     )
     .ok();
 }
+
+/// Every file below `dir` whose name starts with `.tmp` (a blob being written).
+fn temp_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(temp_files(&p));
+        } else if e.file_name().to_string_lossy().starts_with(".tmp") {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[test]
+fn interrupted_build_removes_its_temporary_files() {
+    if !have_tool("tar") {
+        return;
+    }
+    let t = tempdir();
+    // A tarball holding 256 MiB of zeros (tiny once gzipped; decompressed into TMPDIR) and a
+    // folder with a 256 MiB sparse file: seconds of work for the debug build of hoist.
+    let payload = t.path().join("payload");
+    fs::create_dir_all(&payload).unwrap();
+    fs::File::create(payload.join("zeros"))
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let tgz = t.path().join("payload.tar.gz");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&payload)
+        .arg("."))
+    .ok();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_host = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let out = t.path().join("out");
+    // With --output; and push-only, where the layers go to a staging layout in TMPDIR.
+    let cases = [
+        vec!["--output".to_string(), format!("oci:{}:x", out.display())],
+        vec![
+            "--push".to_string(),
+            format!("{dead_host}/x/y:1"),
+            "--insecure-registry".to_string(),
+            dead_host.clone(),
+        ],
+    ];
+    for (i, dest) in cases.iter().enumerate() {
+        let tmp = t.path().join(format!("tmp{i}"));
+        let cache = t.path().join(format!("cache{i}"));
+        fs::create_dir_all(&tmp).unwrap();
+        let mut child = hoist()
+            .env("TMPDIR", &tmp)
+            .args(["build", "--no-check", "--base", "scratch", "--cache-dir"])
+            .arg(&cache)
+            .arg("--layer")
+            .arg(format!("{}:/a", tgz.display()))
+            .arg("--layer")
+            .arg(format!("{}:/b", payload.display()))
+            .args(dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the build is under way: the tarball's decompressed copy is in TMPDIR.
+        let started = std::time::Instant::now();
+        while fs::read_dir(&tmp).unwrap().count() == 0 {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "case {i}: nothing in TMPDIR"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "case {i}: hoist ended early"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        run(Command::new("kill").args(["-INT", &child.id().to_string()])).ok();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "case {i}: {stderr}");
+        assert!(
+            stderr.contains("interrupted by signal 2"),
+            "case {i}: {stderr}"
+        );
+        let left: Vec<_> = fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "case {i}: left in TMPDIR: {left:?}");
+        assert_eq!(
+            temp_files(&cache),
+            Vec::<std::path::PathBuf>::new(),
+            "case {i}"
+        );
+        assert_eq!(
+            temp_files(&out),
+            Vec::<std::path::PathBuf>::new(),
+            "case {i}"
+        );
+    }
+    // Nothing was tagged in the output.
+    if out.join("index.json").exists() {
+        assert_eq!(index_json(&out)["manifests"], serde_json::json!([]));
+    }
+}
