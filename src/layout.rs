@@ -160,12 +160,24 @@ impl Layout {
     }
 
     /// Copies a blob from `src` into this layout unless it is already here, verifying digest and
-    /// size as the bytes stream; a mismatch leaves nothing behind.
+    /// size; a mismatch leaves nothing behind. On the same file system the checked blob is
+    /// hard-linked instead of copied (blobs are replaced, never changed in place, so the link
+    /// cannot change under either layout).
     pub fn copy_blob_from(&self, src: &Path, digest: &Digest, size: u64) -> Result<()> {
         if self.has_blob(digest, size) {
             return Ok(());
         }
         let dest = self.blob_path(digest);
+        let mut reader = HashingReader::new(crate::interrupt::Stoppable(BufReader::with_capacity(
+            1 << 20,
+            File::open(src).at("opening", src)?,
+        )));
+        io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::io("reading blob", src, e))?;
+        let (found, count) = reader.finish();
+        check_blob(src, digest, size, found, count)?;
+        if fs::hard_link(src, &dest).is_ok() {
+            return Ok(());
+        }
         let mut reader = HashingReader::new(crate::interrupt::Stoppable(BufReader::with_capacity(
             1 << 20,
             File::open(src).at("opening", src)?,
@@ -178,14 +190,7 @@ impl Layout {
         io::copy(&mut reader, &mut Writeback::new(tmp.as_file_mut()))
             .map_err(|e| Error::io("copying blob", src, e))?;
         let (found, count) = reader.finish();
-        if found != *digest || count != size {
-            return Err(Error::DigestMismatch {
-                location: src.display().to_string(),
-                expected: digest.to_string(),
-                found: found.to_string(),
-                size: count,
-            });
-        }
+        check_blob(src, digest, size, found, count)?;
         persist(tmp, &dest)
     }
 
@@ -365,6 +370,19 @@ pub(crate) fn pick_platform(
         })
 }
 
+/// Fails unless the blob read from `src` (`found`, `count` bytes) is `digest` of `size` bytes.
+fn check_blob(src: &Path, digest: &Digest, size: u64, found: Digest, count: u64) -> Result<()> {
+    if found == *digest && count == size {
+        return Ok(());
+    }
+    Err(Error::DigestMismatch {
+        location: src.display().to_string(),
+        expected: digest.to_string(),
+        found: found.to_string(),
+        size: count,
+    })
+}
+
 /// Writes `bytes` to `path` through a temp file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -476,6 +494,29 @@ mod tests {
         w.flush().unwrap();
         w.into_inner().sync_all().unwrap();
         assert_eq!(fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn copied_blobs_are_checked_then_linked() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("blob");
+        fs::write(&src, b"layer bytes").unwrap();
+        let digest = Digest::of(b"layer bytes");
+        let layout = Layout::create(dir.path().join("l")).unwrap();
+        // A wrong digest or size: refused, nothing written.
+        let other = Digest::of(b"other");
+        assert!(layout.copy_blob_from(&src, &other, 11).is_err());
+        assert!(layout.copy_blob_from(&src, &digest, 12).is_err());
+        assert_eq!(fs::read_dir(layout.blob_dir()).unwrap().count(), 0);
+        layout.copy_blob_from(&src, &digest, 11).unwrap();
+        let copied = layout.blob_path(&digest);
+        assert_eq!(fs::read(&copied).unwrap(), b"layer bytes");
+        assert_eq!(
+            fs::metadata(&copied).unwrap().ino(),
+            fs::metadata(&src).unwrap().ino(),
+            "same file system: a hard link"
+        );
     }
 
     #[test]
