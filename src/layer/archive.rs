@@ -125,6 +125,71 @@ impl ArchivePlan {
     }
 }
 
+/// What the decompressing thread sends.
+enum Piece {
+    Data(Vec<u8>),
+    End,
+    Failed(io::Error),
+}
+
+/// A tar stream decompressed on a thread of its own, so that decompressing overlaps listing
+/// the entries and writing the spool. A thread that stops without saying the stream ended
+/// is a failure, never a (truncated) end.
+struct Decompressed {
+    rx: crossbeam_channel::Receiver<Piece>,
+    buf: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Decompressed {
+    /// Starts decompressing `stream`.
+    fn start(stream: Box<dyn Read + Send>) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        std::thread::spawn(move || {
+            let mut stream = crate::interrupt::Stoppable(stream);
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let piece = match read_up_to(&mut stream, &mut buf) {
+                    Ok(0) => Piece::End,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Piece::Data(buf)
+                    }
+                    Err(e) => Piece::Failed(e),
+                };
+                let last = !matches!(piece, Piece::Data(_));
+                if tx.send(piece).is_err() || last {
+                    return;
+                }
+            }
+        });
+        Decompressed {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+}
+
+impl Read for Decompressed {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() && !self.ended {
+            match self.rx.recv() {
+                Ok(Piece::Data(b)) => (self.buf, self.pos) = (b, 0),
+                Ok(Piece::End) => self.ended = true,
+                Ok(Piece::Failed(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("the decompressing thread stopped")),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// A reader that also writes everything it reads into a spool file; a failed write is kept
 /// (the reader only sees that something failed) so that it can be reported as what it is.
 struct Tee<R> {
@@ -178,7 +243,7 @@ pub fn scan(
         })?;
     let (file, spool) = spool.into_parts();
     let mut tee = Tee {
-        inner: open(path, codec)?,
+        inner: Decompressed::start(open(path, codec)?),
         spool: io::BufWriter::with_capacity(1 << 20, file),
         failed: None,
     };
@@ -455,6 +520,31 @@ mod tests {
         drop(reader);
         drop(plan);
         assert!(!spool.exists(), "the spool goes with the plan");
+    }
+
+    #[test]
+    fn decompressing_thread_failures_are_errors_not_ends() {
+        struct Breaks(usize);
+        impl Read for Breaks {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("corrupt deflate stream"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut whole = Vec::new();
+        let mut d = Decompressed::start(Box::new(io::repeat(1).take(3 << 20)));
+        d.read_to_end(&mut whole).unwrap();
+        assert_eq!(whole.len(), 3 << 20);
+        let mut partial = Vec::new();
+        let e = Decompressed::start(Box::new(Breaks(1 << 20)))
+            .read_to_end(&mut partial)
+            .unwrap_err();
+        assert!(e.to_string().contains("corrupt deflate stream"), "{e}");
     }
 
     #[test]
