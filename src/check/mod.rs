@@ -90,10 +90,12 @@ pub fn check_image(
     arch: Option<&str>,
 ) -> Report {
     let mut findings = Vec::new();
+    let base_dirs = touched_base_dirs(&base.tree, new_layers);
     for l in new_layers {
-        findings.extend(replaced_folders(&base.tree, l));
+        findings.extend(replaced_symlinks(&base.tree, l));
         base.tree.apply(l, true);
     }
+    findings.extend(changed_base_dirs(&base.tree, base_dirs));
     let tree = &base.tree;
     let search = libs::Search::new(tree, runtime::env_var(config, "LD_LIBRARY_PATH"));
     let (elf_findings, elf_files) = binaries::check(tree, &search, arch);
@@ -115,51 +117,69 @@ pub fn check_image(
     report
 }
 
-/// Folders a new layer writes where the image so far has a symlink (an error: the folder
-/// replaces the link, and everything reached through it, such as a merged-`/usr` base's
-/// `/lib`, is hidden) or a folder with another mode or owner (a warning: the new entry wins, so
-/// `/tmp` written as 0755 stops being writable by every user).
-fn replaced_folders(tree: &tree::Tree, layer: &LayerSummary) -> Vec<Finding> {
-    let finding = |severity, path: &str, check, message, fix: &str| Finding {
-        severity,
-        file: format!("/{path}"),
-        check,
-        message,
-        fix: Some(fix.into()),
-        items: vec![],
-    };
+/// Folders a new layer writes where the image so far has a symlink: the folder replaces the
+/// link, and everything reached through it (a merged-`/usr` base's `/lib`) is hidden.
+fn replaced_symlinks(tree: &tree::Tree, layer: &LayerSummary) -> Vec<Finding> {
     layer
         .changes
         .iter()
-        .filter_map(|c| {
-            let summary::Change::Add(path, new) = c else {
-                return None;
-            };
-            let old = tree.get(path)?;
-            match (&new.kind, &old.kind) {
-                (summary::Kind::Dir, summary::Kind::Symlink(target)) => Some(finding(
-                    Severity::Error,
-                    path,
-                    "symlink",
-                    format!("a new layer writes this folder over the image's symlink to {target}, hiding everything reached through it"),
-                    "put the layer under the path the symlink points to (on a local base hoist refuses such a destination)",
-                )),
-                (summary::Kind::Dir, summary::Kind::Dir)
-                    if (new.mode, new.uid, new.gid) != (old.mode, old.uid, old.gid) =>
-                {
-                    Some(finding(
-                        Severity::Warning,
-                        path,
-                        "folder",
-                        format!(
-                            "a new layer changes this folder from {:o} {}:{} to {:o} {}:{}",
-                            old.mode, old.uid, old.gid, new.mode, new.uid, new.gid
-                        ),
-                        "for a parent folder of a layer, build on a local copy of the base (`hoist pull` it to an OCI layout): hoist then copies the base's mode and owner; else give the folder its mode in the source, or use parents=false",
-                    ))
+        .filter_map(|c| match c {
+            summary::Change::Add(path, new) if new.kind == summary::Kind::Dir => {
+                match &tree.get(path)?.kind {
+                    summary::Kind::Symlink(target) => Some(Finding {
+                        severity: Severity::Error,
+                        file: format!("/{path}"),
+                        check: "symlink",
+                        message: format!("a new layer writes this folder over the image's symlink to {target}, hiding everything reached through it"),
+                        fix: Some("put the layer under the path the symlink points to (on a local base hoist refuses such a destination)".into()),
+                        items: vec![],
+                    }),
+                    _ => None,
                 }
-                _ => None,
             }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The base's folders that new layers write folders over: path, mode, owner.
+fn touched_base_dirs(tree: &tree::Tree, layers: &[LayerSummary]) -> Vec<(String, u32, u64, u64)> {
+    let mut dirs: Vec<_> = layers
+        .iter()
+        .flat_map(|l| &l.changes)
+        .filter_map(|c| match c {
+            summary::Change::Add(path, new) if new.kind == summary::Kind::Dir => {
+                let old = tree.get(path)?;
+                (old.kind == summary::Kind::Dir).then(|| (path.clone(), old.mode, old.uid, old.gid))
+            }
+            _ => None,
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Base folders that end up with another mode or owner in the final image (the last layer to
+/// write a folder wins: `/tmp` written as 0755 is no longer writable by every user).
+fn changed_base_dirs(final_tree: &tree::Tree, base: Vec<(String, u32, u64, u64)>) -> Vec<Finding> {
+    base.into_iter()
+        .filter_map(|(path, mode, uid, gid)| {
+            let now = final_tree.get(&path)?;
+            if now.kind != summary::Kind::Dir || (now.mode, now.uid, now.gid) == (mode, uid, gid) {
+                return None;
+            }
+            Some(Finding {
+                severity: Severity::Warning,
+                file: format!("/{path}"),
+                check: "folder",
+                message: format!(
+                    "the new layers change this folder of the base from {mode:o} {uid}:{gid} to {:o} {}:{}",
+                    now.mode, now.uid, now.gid
+                ),
+                fix: Some("for a parent folder of a layer, build on a local copy of the base (`hoist pull` it to an OCI layout): hoist then copies the base's mode and owner; else give the folder its mode in the source, or use parents=false".into()),
+                items: vec![],
+            })
         })
         .collect()
 }
@@ -176,6 +196,39 @@ mod tests {
                 .map(|(p, k)| Change::Add((*p).into(), Node::plain(k.clone(), 0o755, 0, 0, 0)))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn only_base_folders_left_changed_are_reported() {
+        let dir = |mode, uid| Node::plain(Kind::Dir, mode, uid, uid, 0);
+        let mut base = BaseView::default();
+        let add = |p: &str, n: Node| Change::Add(p.into(), n);
+        base.tree.apply(
+            &LayerSummary {
+                changes: vec![add("srv", dir(0o755, 1000)), add("tmp", dir(0o1777, 0))],
+            },
+            false,
+        );
+        // srv: reset to root by one layer, given back by the next; home: not in the base, its
+        // owner set by a later layer (as the --user-add layer does); tmp: left 0755.
+        let first = LayerSummary {
+            changes: vec![
+                add("home", dir(0o755, 0)),
+                add("srv", dir(0o755, 0)),
+                add("tmp", dir(0o755, 0)),
+            ],
+        };
+        let second = LayerSummary {
+            changes: vec![add("home", dir(0o755, 1000)), add("srv", dir(0o755, 1000))],
+        };
+        let report = check_image(base, &[first, second], &Value::Null, None);
+        let folders: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.check == "folder")
+            .map(|f| f.file.as_str())
+            .collect();
+        assert_eq!(folders, ["/tmp"], "{:#?}", report.findings);
     }
 
     #[test]

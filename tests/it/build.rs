@@ -441,7 +441,7 @@ fn parent_folders_copy_a_local_base_and_symlinked_parents_are_refused() {
     r.ok();
     assert!(
         r.stderr().contains(
-            "/tmp\n  warning[folder]: a new layer changes this folder from 1777 0:0 to 755 0:0"
+            "/tmp\n  warning[folder]: the new layers change this folder of the base from 1777 0:0 to 755 0:0"
         ),
         "{}",
         r.stderr()
