@@ -348,6 +348,27 @@ fn skipped(desc: Descriptor, reference: String, progress: &mut dyn FnMut(&str)) 
     }
 }
 
+/// The `--tag-from-inputs` tag of a prepared build, and the diff_id of each of its layers (new
+/// layers' tar streams are hashed for it).
+fn tag_from_inputs(spec: &BuildSpec, prepared: &Prepared) -> Result<(String, Vec<Digest>)> {
+    let mut layers = Vec::with_capacity(prepared.pending.len());
+    for p in &prepared.pending {
+        let id = match p {
+            Pending::Cached { layer, .. } => layer.diff_id,
+            Pending::Build { plan, .. } => diff_id(plan, spec.epoch)?,
+        };
+        layers.push((id, p.created_by()));
+    }
+    let tag = inputs::inputs_tag(
+        &prepared.image,
+        &layers,
+        &spec.edits,
+        spec.compression,
+        spec.epoch,
+    )?;
+    Ok((tag, layers.into_iter().map(|(id, _)| id).collect()))
+}
+
 /// Runs a build. `client` reaches registries (a registry base, `--push`); `progress` receives
 /// one line per step (the library never prints).
 pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) -> Result<Built> {
@@ -364,33 +385,18 @@ pub fn build(spec: &BuildSpec, client: &Client, progress: &mut dyn FnMut(&str)) 
     }
     let mut prepared = prepare(spec, spec.check, true, client, progress)?;
     // The diff_ids the inputs tag was computed from: each new layer must come out with its own.
-    let mut tagged_ids = Vec::new();
-    let inputs_tag = if spec.tag_from_inputs {
-        let mut layers = Vec::with_capacity(prepared.pending.len());
-        for p in &prepared.pending {
-            let id = match p {
-                Pending::Cached { layer, .. } => layer.diff_id,
-                Pending::Build { plan, .. } => diff_id(plan, spec.epoch)?,
-            };
-            layers.push((id, p.created_by()));
-            tagged_ids.push(id);
-        }
-        let t = inputs::inputs_tag(
-            &prepared.image,
-            &layers,
-            &spec.edits,
-            spec.compression,
-            spec.epoch,
-        )?;
-        progress(&format!("tag from inputs: {t}"));
-        if spec.skip_existing {
-            if let Some((desc, reference)) = existing(spec, &t, client)? {
-                return Ok(skipped(desc, reference, progress));
+    let (inputs_tag, tagged_ids) = match spec.tag_from_inputs {
+        true => {
+            let (tag, ids) = tag_from_inputs(spec, &prepared)?;
+            progress(&format!("tag from inputs: {tag}"));
+            if spec.skip_existing {
+                if let Some((desc, reference)) = existing(spec, &tag, client)? {
+                    return Ok(skipped(desc, reference, progress));
+                }
             }
+            (Some(tag), ids)
         }
-        Some(t)
-    } else {
-        None
+        false => (None, Vec::new()),
     };
     let report = run_checks(spec, spec.check, &mut prepared, progress)?;
     if let (CheckMode::Error, Some(r)) = (spec.check, &report) {
