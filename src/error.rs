@@ -275,8 +275,9 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
-    /// A layer destination goes through a path the base image has as a symlink or a file.
-    #[error("layer destination {dest}: the base image has {parent} as {found}, which a folder written there would replace (and a symlink's target would be hidden): use a destination that does not go through it")]
+    /// A layer destination goes through a path the image below the layer has as a symlink or a
+    /// file (in its base, or written by an earlier layer).
+    #[error("layer destination {dest}: {parent} is {found} in the image below this layer; a folder written there would replace it (and hide what a symlink points to): use a destination that does not go through it")]
     DestinationThroughNonFolder {
         /// The destination asked for.
         dest: String,

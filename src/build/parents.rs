@@ -175,11 +175,11 @@ mod tests {
         ]);
         let e = parent_dirs(Some(&t), &[], &LayerSpec::new("x", "/lib/app")).unwrap_err();
         assert!(
-            e.to_string().contains("/lib as a symlink to usr/lib"),
+            e.to_string().contains("/lib is a symlink to usr/lib"),
             "{e}"
         );
         let e = parent_dirs(Some(&t), &[], &LayerSpec::new("x", "/etc/hosts/x")).unwrap_err();
-        assert!(e.to_string().contains("/etc/hosts as a file"), "{e}");
+        assert!(e.to_string().contains("/etc/hosts is a file"), "{e}");
         // Replacing the symlink or file itself is what a destination may ask for.
         assert!(parent_dirs(Some(&t), &[], &LayerSpec::new("x", "/lib")).is_ok());
         assert!(parent_dirs(Some(&t), &[], &LayerSpec::new("x", "/etc/hosts")).is_ok());
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(dirs.keys().collect::<Vec<_>>(), ["srv/app"]);
         let e = parent_dirs(None, &[first], &LayerSpec::new("x", "/srv/app/link/x")).unwrap_err();
         assert!(
-            e.to_string().contains("/srv/app/link as a symlink to lib"),
+            e.to_string().contains("/srv/app/link is a symlink to lib"),
             "{e}"
         );
     }
