@@ -491,7 +491,11 @@ impl Client {
         let mut attempt = 0;
         loop {
             match f(attempt) {
-                Err(e) if attempt + 1 < o.max_attempts.max(1) && is_transient(&e) => {
+                Err(e)
+                    if attempt + 1 < o.max_attempts.max(1)
+                        && is_transient(&e)
+                        && crate::interrupt::requested().is_none() =>
+                {
                     let wait = match &e {
                         Error::RegistryStatus {
                             retry_after: Some(s),
