@@ -29,8 +29,8 @@ type Job = (u64, Vec<u8>);
 type Done = (u64, io::Result<(Vec<u8>, usize)>);
 
 /// Buffers handed back for reuse, so that blocks and members do not each allocate (and zero)
-/// fresh memory: input blocks from the workers to the writer side, member buffers from the
-/// in-order writer to the workers.
+/// fresh memory: input blocks from the workers back to the thread that fills them, member
+/// buffers from the in-order writer back to the workers.
 #[derive(Clone)]
 struct Spares {
     blocks: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
