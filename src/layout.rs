@@ -160,29 +160,36 @@ impl Layout {
     }
 
     /// Copies a blob from `src` into this layout unless it is already here, verifying digest and
-    /// size; a mismatch leaves nothing behind. On the same file system the checked blob is
-    /// hard-linked instead of copied (blobs are replaced, never changed in place, so the link
-    /// cannot change under either layout).
+    /// size; a mismatch leaves nothing behind. On the same file system the blob is hard-linked
+    /// instead of copied (blobs are replaced, never changed in place, so the link cannot change
+    /// under either layout) and checked through the link: either way it is read once.
     pub fn copy_blob_from(&self, src: &Path, digest: &Digest, size: u64) -> Result<()> {
         if self.has_blob(digest, size) {
             return Ok(());
         }
         let dest = self.blob_path(digest);
-        let mut reader = HashingReader::new(crate::interrupt::Stoppable(BufReader::with_capacity(
-            1 << 20,
-            File::open(src).at("opening", src)?,
-        )));
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::io("reading blob", src, e))?;
-        let (found, count) = reader.finish();
-        check_blob(src, digest, size, found, count)?;
-        if fs::hard_link(src, &dest).is_ok() {
+        let dir = self.blob_dir();
+        let open = |path: &Path| -> Result<_> {
+            let file = File::open(path).at("opening", path)?;
+            Ok(HashingReader::new(crate::interrupt::Stoppable(
+                BufReader::with_capacity(1 << 20, file),
+            )))
+        };
+        if let Ok(link) = tempfile::Builder::new()
+            .prefix(".tmp-link-")
+            .make_in(&dir, |p| fs::hard_link(src, p))
+        {
+            let mut reader = open(link.path())?;
+            io::copy(&mut reader, &mut io::sink())
+                .map_err(|e| Error::io("reading blob", src, e))?;
+            let (found, count) = reader.finish();
+            check_blob(src, digest, size, found, count)?;
+            // Already synced by whoever wrote it; its mode is the source's own.
+            link.persist(&dest)
+                .map_err(|e| Error::io("renaming into", &dest, e.error))?;
             return Ok(());
         }
-        let mut reader = HashingReader::new(crate::interrupt::Stoppable(BufReader::with_capacity(
-            1 << 20,
-            File::open(src).at("opening", src)?,
-        )));
-        let dir = self.blob_dir();
+        let mut reader = open(src)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-blob-")
             .tempfile_in(&dir)

@@ -111,7 +111,7 @@ fn upload_whole(
     if let Some(answer) =
         send_file_range(c, repo, scope, "PUT", &url, desc, src, (0, desc.size), &[])?
     {
-        if !answer.success() {
+        if !COMMITTED.contains(&answer.status) {
             return Err(answer.error("PUT", &url));
         }
         return check_returned_digest(&url, &answer.headers, &desc.digest);
@@ -383,6 +383,9 @@ fn with_digest(session: &str, digest: &Digest) -> String {
 }
 
 /// 201 Created with a matching `Docker-Content-Digest` (when the registry sends one).
+/// The statuses of a committed upload (the spec says 201; some registries answer 200).
+const COMMITTED: [u16; 2] = [201, 200];
+
 fn check_committed(
     method: &'static str,
     url: &str,
@@ -390,7 +393,7 @@ fn check_committed(
     digest: &Digest,
 ) -> Result<()> {
     let status = resp.status().as_u16();
-    if status != 201 && status != 200 {
+    if !COMMITTED.contains(&status) {
         return Err(status_error(method, url, status, resp));
     }
     check_returned_digest(url, resp.headers(), digest)
